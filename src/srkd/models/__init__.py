@@ -1,0 +1,83 @@
+"""SR architectures, one file each, and the registry that lets configs and checkpoints name them.
+
+The registry is an explicit table (no import-time registration side effects). Every model:
+
+- takes float images in [0, 1], shape ``(N, C, h, w)``, and returns ``(N, C, s*h, s*w)`` in [0, 1] scale
+  (not clamped); ``C`` is 3 for ``colour == "rgb"`` models and 1 for ``"y"`` models (VDSR);
+- exposes ``scale`` (int), ``colour`` (``"rgb"`` or ``"y"``) and ``upsample_input`` (True when the network
+  expects an input already bicubic-upscaled to the output size, as VDSR does);
+- exposes ``head``, ``body`` (an ``nn.Sequential`` of blocks, split into segments by progressive distillation
+  and feature KD) and ``tail`` attributes, and ``feature_taps()`` (tap name -> module path) for forward hooks;
+- records how it was built in ``model.spec`` (:class:`ModelSpec`) so checkpoints are self-describing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+from srkd.errors import SrkdError
+
+# name -> "module:Class". Adding an architecture = one file + one line here.
+ARCHITECTURES: dict[str, str] = {
+    "vdsr": "srkd.models.vdsr_arch:VDSR",
+    "edsr": "srkd.models.edsr_arch:EDSR",
+    "rcan": "srkd.models.rcan_arch:RCAN",
+    "swinir": "srkd.models.swinir_arch:SwinIR",
+    "generator": "srkd.models.generator_arch:Generator",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    arch: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def get_class(arch: str) -> type[nn.Module]:
+    try:
+        target = ARCHITECTURES[arch.lower()]
+    except KeyError:
+        raise SrkdError(f"unknown architecture '{arch}' (known: {', '.join(sorted(ARCHITECTURES))})") from None
+    module_name, cls_name = target.split(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def build_model(arch: str, **kwargs: Any) -> nn.Module:
+    """Instantiate ``arch`` with keyword arguments; a bad keyword is a user error with the accepted ones listed."""
+    cls = get_class(arch)
+    try:
+        model = cls(**kwargs)
+    except TypeError as exc:
+        import inspect
+
+        params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        raise SrkdError(f"{arch}: {exc} (accepted arguments: {', '.join(params)})") from None
+    model.spec = ModelSpec(arch.lower(), dict(kwargs))
+    return model
+
+
+__all__ = ["ARCHITECTURES", "ModelSpec", "build_model", "get_class"]
+
+
+def run_sr(model: nn.Module, lr: "torch.Tensor", scale: int | None = None) -> "torch.Tensor":
+    """Super-resolve ``lr`` with ``model``, the one place that knows about pre-upsampling networks.
+
+    Networks with ``upsample_input`` (VDSR) get the MATLAB-bicubic upscaled input, clamped to [0, 1] as the
+    reference implementations do; the others get ``lr`` as is. The resize is differentiable, so gradients reach
+    a generator that produced ``lr`` (data-free distillation).
+    """
+    target = getattr(model, "module", model)  # DDP / compiled wrappers
+    if getattr(target, "upsample_input", False):
+        from srkd.ops.imresize import imresize
+
+        lr = imresize(lr, scale=scale or target.scale).clamp(0.0, 1.0)
+    return model(lr)
+
+
+import torch  # noqa: E402  (typing of run_sr only; kept below the light registry)
+
+__all__ += ["run_sr"]
