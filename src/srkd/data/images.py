@@ -100,7 +100,7 @@ def _to_array(img: Image.Image, path: Path, mode: str) -> np.ndarray:
             img = img.convert("RGB")  # CMYK, YCbCr, LAB, HSV
         except (ValueError, OSError) as exc:
             raise DataError(f"{path}: unsupported image mode {img.mode} ({exc})") from None
-    array = np.asarray(img, dtype=np.uint8)
+    array = np.array(img, dtype=np.uint8)  # a writable copy: torch.from_numpy must own mutable memory
     if mode == "rgb" and array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
     return array

@@ -1,0 +1,119 @@
+"""EDSR (Lim et al., CVPRW 2017): BN-free residual blocks, a conv after the body, pixel-shuffle upsampling.
+
+Sizes used by the papers: 256 features / 32 blocks / ``res_scale=0.1`` (43.09M at x4, DUKD's teacher) and
+64 / 32 (2.70M, its student); 64 / 16 is EDSR-baseline. The input is shifted by the DIV2K RGB mean and scaled
+to ``img_range`` inside the network, so it takes and returns [0, 1] images like every srkd model.
+
+Keys follow BasicSR's ``EDSR`` except for the head/tail names the srkd contract fixes (prefix renames)::
+
+    conv_first. -> head.     upsample. -> tail.upsample.     conv_last. -> tail.conv_last.
+
+EDSR-PyTorch (``.pt``) keys: ``head.0.`` -> ``head.``, ``body.<i>.body.0/2.`` -> ``body.<i>.conv1/conv2.``,
+``body.<n_resblocks>.`` -> ``conv_after_body.``, ``tail.0.`` -> ``tail.upsample.``, ``tail.1.`` -> ``tail.conv_last.``
+(its ``sub_mean``/``add_mean`` are fixed and dropped). The upsampler and mean shift here are shared by RCAN and SwinIR.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from srkd.errors import SrkdError
+from srkd.models.taps import standard_taps
+
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+class Upsample(nn.Sequential):
+    """Sub-pixel upsampler: (conv to 4x channels, shuffle 2) per factor 2, or one (9x, shuffle 3) for x3."""
+
+    def __init__(self, scale: int, n_feats: int) -> None:
+        layers: list[nn.Module] = []
+        if scale in (2, 4, 8):
+            for _ in range(scale.bit_length() - 1):
+                layers += [nn.Conv2d(n_feats, 4 * n_feats, 3, 1, 1), nn.PixelShuffle(2)]
+        elif scale == 3:
+            layers += [nn.Conv2d(n_feats, 9 * n_feats, 3, 1, 1), nn.PixelShuffle(3)]
+        else:
+            raise SrkdError(f"unsupported scale {scale} (pixel-shuffle upsamplers support 2, 3, 4, 8)")
+        super().__init__(*layers)
+
+
+class MeanShift(nn.Module):
+    """Subtract the dataset mean and scale to ``img_range`` on the way in; undo it on the way out.
+
+    The mean is a non-persistent buffer: it follows ``.to(device)`` but is not a weight, so it never appears in
+    checkpoints (BasicSR keeps it out of the state dict too). A non-RGB input gets a zero mean.
+    """
+
+    def __init__(self, in_channels: int, img_range: float, rgb_mean: Sequence[float]) -> None:
+        super().__init__()
+        mean = list(rgb_mean) if len(rgb_mean) == in_channels else [0.0] * in_channels
+        self.register_buffer("mean", torch.tensor(mean).view(1, in_channels, 1, 1), persistent=False)
+        self.img_range = float(img_range)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.dtype)) * self.img_range
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x / self.img_range + self.mean.to(x.dtype)
+
+
+def make_tail(scale: int, n_feats: int, out_channels: int, **extra: nn.Module) -> nn.Sequential:
+    """``tail`` = [extra modules] -> ``upsample`` -> ``conv_last``, named so keys read like BasicSR's."""
+    return nn.Sequential(
+        OrderedDict(
+            [
+                *extra.items(),
+                ("upsample", Upsample(scale, n_feats)),
+                ("conv_last", nn.Conv2d(n_feats, out_channels, 3, 1, 1)),
+            ]
+        )
+    )
+
+
+class ResBlock(nn.Module):
+    def __init__(self, n_feats: int, res_scale: float) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(n_feats, n_feats, 3, 1, 1)
+        self.conv2 = nn.Conv2d(n_feats, n_feats, 3, 1, 1)
+        self.relu = nn.ReLU(inplace=True)
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.relu(self.conv1(x))) * self.res_scale
+
+
+class EDSR(nn.Module):
+    upsample_input = False
+
+    def __init__(
+        self,
+        scale: int = 4,
+        n_feats: int = 64,
+        n_resblocks: int = 16,
+        res_scale: float = 1.0,
+        in_channels: int = 3,
+        img_range: float = 255.0,
+        rgb_mean: Sequence[float] = DIV2K_RGB_MEAN,
+    ) -> None:
+        super().__init__()
+        self.scale = int(scale)
+        self.in_channels = in_channels
+        self.colour = "rgb" if in_channels == 3 else "y"
+        self.shift = MeanShift(in_channels, img_range, rgb_mean)
+        self.head = nn.Conv2d(in_channels, n_feats, 3, 1, 1)
+        self.body = nn.Sequential(*(ResBlock(n_feats, res_scale) for _ in range(n_resblocks)))
+        self.conv_after_body = nn.Conv2d(n_feats, n_feats, 3, 1, 1)
+        self.tail = make_tail(self.scale, n_feats, in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.shift.normalize(x))
+        x = x + self.conv_after_body(self.body(x))
+        return self.shift.denormalize(self.tail(x))
+
+    def feature_taps(self) -> dict[str, str]:
+        return standard_taps(self.body, body_out="conv_after_body")

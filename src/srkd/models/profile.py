@@ -1,0 +1,113 @@
+"""Model statistics as the papers report them: parameters, FLOPs and latency.
+
+FLOPs follow DUKD Table 1, which (like most SR papers) reports multiply-accumulates and calls them FLOPs:
+EDSR 256f/32b x4 on a 3x256x256 input is 3293.35 "GFLOPs", which is its MAC count (bias additions, activations
+and pixel shuffles not counted). :func:`count_flops` therefore returns ``torch.utils.flop_counter``'s total / 2.
+The count runs on the meta device, so even the 43M EDSR on a 256x256 input costs no compute or memory.
+
+``input_shape`` is always the low-resolution image (C, H, W). Pre-upsampling networks (VDSR) are measured on its
+``scale``-times upscale, which is what they actually process; the bicubic upscale itself is not counted.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from srkd.errors import SrkdError
+from srkd.models.taps import unwrap_model
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def count_params(model: nn.Module) -> int:
+    """All parameters (trainable or frozen), each shared tensor once."""
+    return sum(p.numel() for p in unwrap_model(model).parameters())
+
+
+def network_input_shape(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, ...]:
+    """(1, C, H, W) the network itself sees for an LR image of ``input_shape``; checks the channel count.
+
+    The data-free generator takes a latent vector, (1, latent_dim), whatever ``input_shape`` says.
+    """
+    net = unwrap_model(model)
+    if hasattr(net, "latent_dim"):
+        return (1, int(net.latent_dim))
+    if len(input_shape) != 3:
+        raise SrkdError(f"input shape must be C x H x W, got {'x'.join(map(str, input_shape))}")
+    c, h, w = (int(v) for v in input_shape)
+    expected = getattr(net, "in_channels", c)
+    if c != expected:
+        raise SrkdError(
+            f"{type(net).__name__} takes {expected}-channel input ({getattr(net, 'colour', '?')}), "
+            f"got input shape {c}x{h}x{w}"
+        )
+    if getattr(net, "upsample_input", False):
+        h, w = h * net.scale, w * net.scale
+    return (1, c, h, w)
+
+
+def count_flops(model: nn.Module, input_shape: Sequence[int] = (3, 256, 256)) -> float:
+    """Multiply-accumulates of one forward pass on a (1, *input_shape) LR image ("FLOPs" as in DUKD Table 1)."""
+    from torch.func import functional_call
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = unwrap_model(model)
+    shape = network_input_shape(net, input_shape)
+    meta = {n: torch.empty_like(t, device="meta") for n, t in (*net.named_parameters(), *net.named_buffers())}
+    x = torch.empty(shape, device="meta")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        functional_call(net, meta, (x,))
+    return counter.get_total_flops() / 2
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: Sequence[int] = (3, 256, 256),
+    device: str | torch.device = "cpu",
+    warmup: int = 3,
+    iters: int = 10,
+    precision: str = "fp32",
+) -> float:
+    """Median wall-clock seconds of one batch-1 inference (eval mode, no grad) after ``warmup`` runs.
+
+    The model is moved to ``device`` (and left there); its train/eval mode is restored. bf16/fp16 run under autocast; on CPU they also use channels_last, the
+    layout that lets oneDNN use AMX (without it bf16 is slower than fp32 here).
+    """
+    if precision not in PRECISIONS:
+        raise SrkdError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+    if iters < 1:
+        raise SrkdError(f"iters must be >= 1, got {iters}")
+    device = torch.device(device)
+    net = unwrap_model(model).to(device)
+    was_training = net.training
+    net.eval()
+    x = torch.rand(network_input_shape(net, input_shape), device=device)
+    low = precision != "fp32"
+    if low and device.type == "cpu":
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    times = []
+    with torch.inference_mode(), torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=low):
+        for i in range(warmup + iters):
+            sync()
+            start = time.perf_counter()
+            net(x)
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    net.train(was_training)
+    return statistics.median(times)
+
+
+__all__ = ["count_flops", "count_params", "measure_latency", "network_input_shape"]
