@@ -17,6 +17,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from srkd.errors import SrkdError
@@ -63,7 +64,7 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
 __all__ = ["ARCHITECTURES", "ModelSpec", "build_model", "get_class"]
 
 
-def run_sr(model: nn.Module, lr: "torch.Tensor", scale: int | None = None) -> "torch.Tensor":
+def run_sr(model: nn.Module, lr: torch.Tensor, scale: int | None = None) -> torch.Tensor:
     """Super-resolve ``lr`` with ``model``, the one place that knows about pre-upsampling networks.
 
     Networks with ``upsample_input`` (VDSR) get the MATLAB-bicubic upscaled input, clamped to [0, 1] as the
@@ -77,7 +78,5 @@ def run_sr(model: nn.Module, lr: "torch.Tensor", scale: int | None = None) -> "t
         lr = imresize(lr, scale=scale or target.scale).clamp(0.0, 1.0)
     return model(lr)
 
-
-import torch  # noqa: E402  (typing of run_sr only; kept below the light registry)
 
 __all__ += ["run_sr"]

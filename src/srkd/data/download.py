@@ -1,0 +1,566 @@
+"""Fetching and unpacking datasets without trusting the network or the archive.
+
+- ``download``: https only (also after redirects), resumable through HTTP ``Range`` into ``<dest>.part``,
+  retried on dropped connections, checksum verified *before* the atomic rename into place; a file that fails
+  its checksum is deleted, never left where a later run could pick it up.
+- ``safe_extract``: zip and tar (.gz/.bz2/.xz) into a temporary folder renamed into place at the end; absolute
+  paths, ``..``, links that leave the target, device files and FIFOs are refused with one
+  :class:`~srkd.errors.DataError` naming the archive and the member.
+- ``install``: the two above plus the move of the HR (and LR) folders into ``<data root>/<Name>/`` with a record
+  of every file's sha256, used by ``srkd data verify``.
+
+Only the standard library's ``urllib`` is used: no third-party HTTP client, nothing shells out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import stat
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from srkd import __version__
+from srkd.data import registry
+from srkd.data.checksums import file_sha256
+from srkd.data.images import is_image_file
+from srkd.errors import DataError
+
+CHUNK = 1 << 20
+TIMEOUT_S = 60
+RETRIES = 4
+USER_AGENT = f"srkd/{__version__} (+https://github.com/; dataset download)"
+# Refuse to unpack more than this (decompression bombs); Flickr2K, the largest set, is about 20 GB.
+MAX_EXTRACT_BYTES = 64 << 30
+
+
+# ---------------------------------------------------------------------------------------------------------
+# download
+# ---------------------------------------------------------------------------------------------------------
+def _check_url(url: str, allow_insecure: bool) -> None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if allow_insecure and parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        return
+    raise DataError(f"{url}: refusing to download over '{parts.scheme or 'no scheme'}' (only https:// URLs)")
+
+
+class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects (Hugging Face sends files to its CDN) but never to a non-https URL."""
+
+    def __init__(self, allow_insecure: bool) -> None:
+        self.allow_insecure = allow_insecure
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        _check_url(newurl, self.allow_insecure)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class _Transient(Exception):
+    """A dropped connection or short read: retry, resuming from what is on disk."""
+
+
+def _hash_file(path: Path, algos: tuple[str, ...]) -> dict[str, Any]:
+    hashes = {a: hashlib.new(a) for a in algos}
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            for h in hashes.values():
+                h.update(block)
+    return hashes
+
+
+def sha256_file(path: Path) -> str:
+    return _hash_file(path, ("sha256",))["sha256"].hexdigest()
+
+
+def download(
+    url: str,
+    dest: Path,
+    sha256: str | None,
+    progress: bool = True,
+    *,
+    md5: str | None = None,
+    allow_unverified: bool = False,
+    _allow_insecure_for_tests: bool = False,
+) -> str:
+    """Fetch ``url`` to ``dest`` and return its sha256.
+
+    ``sha256`` (preferred) or ``md5`` is checked before ``dest`` appears. With neither, the computed sha256 is
+    printed and the file is refused unless ``allow_unverified``; the finished ``.part`` is kept, so re-running
+    with ``--allow-unverified`` does not download it again. ``_allow_insecure_for_tests`` additionally accepts
+    ``http://`` to a loopback address; it exists only so the tests can serve files offline and must never be
+    set by user-facing code.
+    """
+    _check_url(url, _allow_insecure_for_tests)
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{dest.parent}: cannot create folder ({exc.strerror or exc})") from None
+    part = dest.with_name(dest.name + ".part")
+    if dest.exists():
+        # Already in place (verified before its rename): re-hash, and fetch again only if it no longer matches.
+        digest = _hash_file(dest, ("sha256", "md5"))
+        if _matches(digest, sha256, md5) is not False:
+            return digest["sha256"].hexdigest()
+        dest.unlink()
+    opener = urllib.request.build_opener(_HttpsOnlyRedirects(_allow_insecure_for_tests))
+    last_error: Exception | None = None
+    for attempt in range(RETRIES):
+        try:
+            _fetch(opener, url, part, progress)
+            break
+        except _Transient as exc:
+            last_error = exc
+            time.sleep(min(2**attempt, 10) if not _allow_insecure_for_tests else 0.05)
+    else:
+        raise DataError(f"{url}: download failed after {RETRIES} attempts ({last_error}); run again to resume")
+
+    digest = _hash_file(part, ("sha256", "md5"))
+    got = digest["sha256"].hexdigest()
+    verdict = _matches(digest, sha256, md5)
+    if verdict is False:
+        part.unlink(missing_ok=True)
+        expected = f"sha256 {sha256}" if sha256 else f"md5 {md5}"
+        raise DataError(f"{url}: checksum mismatch (expected {expected}, got sha256 {got}); the file was deleted")
+    if verdict is None and not allow_unverified:
+        print(f"{dest.name}: sha256 {got}", file=sys.stderr)
+        raise DataError(
+            f"{url}: no published checksum to verify it against (computed sha256 {got}, printed above); "
+            "re-run with --allow-unverified to use it anyway"
+        )
+    with open(part, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(part, dest)
+    return got
+
+
+def _matches(digest: dict[str, Any], sha256: str | None, md5: str | None) -> bool | None:
+    """True/False when a checksum is known and (mis)matches; None when there is nothing to check against."""
+    if sha256:
+        return digest["sha256"].hexdigest() == sha256.lower()
+    if md5:
+        return digest["md5"].hexdigest() == md5.lower()
+    return None
+
+
+def _fetch(opener: urllib.request.OpenerDirector, url: str, part: Path, progress: bool) -> None:
+    """One attempt: append to ``part`` from where it stops; raise _Transient on a dropped transfer."""
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        response = opener.open(request, timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # asked past the end: the part file is already complete
+            return
+        if exc.code in (408, 429, 500, 502, 503, 504):
+            raise _Transient(f"HTTP {exc.code}") from None
+        raise DataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, DataError):  # a redirect to a refused scheme
+            raise reason from None
+        raise _Transient(str(reason)) from None
+    with response:
+        status_code = getattr(response, "status", 200)
+        if offset and status_code == 206:
+            start = _content_range_start(response.headers.get("Content-Range", ""))
+            if start != offset:  # a confused server: drop what we have and start over
+                part.unlink(missing_ok=True)
+                raise _Transient(f"server resumed at byte {start}, expected {offset}")
+            mode = "ab"
+        else:
+            offset, mode = 0, "wb"  # the server ignored Range: start over
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length and length.isdigit() else None
+        received = offset
+        try:
+            fh = open(part, mode)
+        except OSError as exc:
+            raise DataError(f"{part}: cannot write ({exc.strerror or exc})") from None
+        with fh, _progress_bar(part.name[: -len(".part")], total, offset, progress) as advance:
+            while True:
+                try:
+                    block = response.read(CHUNK)
+                except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
+                    raise _Transient(f"connection lost at byte {received} ({exc})") from None
+                if not block:
+                    break
+                try:
+                    fh.write(block)
+                except OSError as exc:  # disk full, read-only...: not worth retrying
+                    raise DataError(f"{part}: cannot write ({exc.strerror or exc}); run again to resume") from None
+                received += len(block)
+                advance(len(block))
+        if total is not None and received < total:
+            raise _Transient(f"connection closed at byte {received} of {total}")
+
+
+def _content_range_start(value: str) -> int:
+    # "bytes 100-999/1000"
+    try:
+        return int(value.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return -1
+
+
+@contextmanager
+def _progress_bar(label: str, total: int | None, done: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total, completed=done)
+        yield lambda n: bar.advance(task, n)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# safe extraction
+# ---------------------------------------------------------------------------------------------------------
+def _member_path(archive: Path, name: str) -> PurePosixPath:
+    """The relative path a member may be written to, or a DataError when it would leave the target."""
+    if "\x00" in name:
+        raise DataError(f"{archive}: member {name!r} has a NUL byte in its name; refusing to extract")
+    unified = name.replace("\\", "/")
+    if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":"):
+        raise DataError(f"{archive}: member '{name}' has an absolute path; refusing to extract")
+    parts = [p for p in unified.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise DataError(f"{archive}: member '{name}' contains '..' (path traversal); refusing to extract")
+    return PurePosixPath(*parts) if parts else PurePosixPath(".")
+
+
+def _inside(root: Path, path: Path) -> bool:
+    root_r = os.path.realpath(root)
+    return os.path.commonpath([root_r, os.path.realpath(path)]) == root_r
+
+
+def _write_member(archive: Path, root: Path, rel: PurePosixPath, source: IO[bytes], budget: list[int]) -> None:
+    target = root / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not _inside(root, target.parent):
+        raise DataError(f"{archive}: member '{rel}' would be written outside the target through a link")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(target, flags, 0o644)
+    with os.fdopen(fd, "wb") as out:
+        for block in iter(lambda: source.read(CHUNK), b""):
+            budget[0] -= len(block)
+            if budget[0] < 0:
+                raise DataError(f"{archive}: unpacks to more than {MAX_EXTRACT_BYTES >> 30} GiB; refusing")
+            out.write(block)
+
+
+def _extract_zip(archive: Path, root: Path, budget: list[int]) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            rel = _member_path(archive, info.filename)
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise DataError(f"{archive}: member '{info.filename}' is a symbolic link; refusing to extract")
+            if info.is_dir() or str(rel) == ".":
+                (root / rel).mkdir(parents=True, exist_ok=True)
+                continue
+            if stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # bare permission bits are common
+                raise DataError(f"{archive}: member '{info.filename}' is not a regular file; refusing to extract")
+            with zf.open(info) as src:
+                _write_member(archive, root, rel, src, budget)
+
+
+def _extract_tar(archive: Path, root: Path, budget: list[int]) -> None:
+    try:
+        tf = tarfile.open(archive, "r:*")
+    except tarfile.TarError as exc:
+        raise DataError(f"{archive}: not a readable tar archive ({exc})") from None
+    with tf:
+        for member in tf:
+            rel = _member_path(archive, member.name)
+            if member.isdir():
+                (root / rel).mkdir(parents=True, exist_ok=True)
+            elif member.isreg():
+                src = tf.extractfile(member)
+                assert src is not None
+                with src:
+                    _write_member(archive, root, rel, src, budget)
+            elif member.issym() or member.islnk():
+                link = member.linkname.replace("\\", "/")
+                # symlinks are relative to the member's folder, hard links to the archive root
+                base = PurePosixPath(*rel.parts[:-1]) if member.issym() else PurePosixPath(".")
+                resolved = os.path.normpath(str(base / link))
+                if link.startswith("/") or resolved == ".." or resolved.startswith("../"):
+                    raise DataError(
+                        f"{archive}: link '{member.name}' -> '{member.linkname}' points outside the target; "
+                        "refusing to extract"
+                    )
+                target = root / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not _inside(root, target.parent) or not _inside(root, root / resolved):
+                    raise DataError(f"{archive}: link '{member.name}' escapes the target; refusing to extract")
+                if member.issym():
+                    os.symlink(link, target)
+                else:  # a hard link becomes a copy of a file already extracted
+                    source = root / resolved
+                    if not source.is_file():
+                        raise DataError(f"{archive}: hard link '{member.name}' to a missing member '{link}'")
+                    with open(source, "rb") as src_fh:
+                        _write_member(archive, root, rel, src_fh, budget)
+            else:
+                raise DataError(
+                    f"{archive}: member '{member.name}' is a device file or FIFO; refusing to extract"
+                )
+
+
+def safe_extract(archive: Path, dest: Path) -> Path:
+    """Unpack ``archive`` (zip or tar, optionally gz/bz2/xz) into the new folder ``dest``, all or nothing."""
+    archive, dest = Path(archive), Path(dest)
+    if not archive.is_file():
+        raise DataError(f"{archive}: no such archive")
+    if dest.exists():
+        raise DataError(f"{dest}: already exists; refusing to extract over it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    budget = [MAX_EXTRACT_BYTES]
+    try:
+        if zipfile.is_zipfile(archive):
+            _extract_zip(archive, tmp, budget)
+        elif tarfile.is_tarfile(archive):
+            _extract_tar(archive, tmp, budget)
+        else:
+            raise DataError(f"{archive}: not a zip or tar archive")
+        os.replace(tmp, dest)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"{archive}: corrupt archive ({exc})") from None
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"{archive}: cannot extract ({exc.strerror or exc})") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------------------
+# installing a registered dataset
+# ---------------------------------------------------------------------------------------------------------
+def install(
+    name: str,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    allow_unverified: bool = False,
+    progress: bool = True,
+    keep_archive: bool = False,
+    _allow_insecure_for_tests: bool = False,
+) -> Path:
+    """Download, verify and install dataset ``name`` under the data root; returns its folder.
+
+    Idempotent: an installed dataset is returned as is. The dataset folder appears in one rename, so an
+    interrupted install leaves at most a staging folder (and a resumable ``.part``) under ``<root>/downloads``.
+    """
+    info = registry.get(name)
+    base = registry.data_root(root)
+    final = base / info.name
+    if (final / registry.MARKER).exists():
+        return final
+    if info.url is None:
+        raise DataError(f"{info.name}: no public download; " + info.manual.format(root=base))
+    downloads = base / "downloads"
+    try:
+        downloads.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{downloads}: cannot create the download folder ({exc.strerror or exc})") from None
+    with _exclusive(downloads / f"{info.name}.lock"):  # DDP ranks or two shells installing the same set
+        if (final / registry.MARKER).exists():
+            return final
+        if final.exists():
+            raise DataError(f"{final}: exists but was not installed by srkd; move it away to download {info.name}")
+        staging = Path(tempfile.mkdtemp(prefix=f".{info.name}.", suffix=".staging", dir=base))
+        try:
+            if info.archive == "files":
+                record = _install_files(info, downloads / info.name, staging, progress, _allow_insecure_for_tests)
+            else:
+                record = _install_archive(info, downloads, staging, allow_unverified, progress, keep_archive,
+                                          _allow_insecure_for_tests)
+            (staging / registry.MARKER).write_text(json.dumps(record, indent=1, sort_keys=True))
+            os.replace(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return final
+
+
+@contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Advisory inter-process lock (POSIX); elsewhere a no-op."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(lock, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _record(info: registry.DatasetInfo, verified_by: str, files: dict[str, str], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "url": info.url,
+        "verified_by": verified_by,
+        "files": files,
+        "installed": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "srkd_version": __version__,
+        **extra,
+    }
+
+
+def _install_files(
+    info: registry.DatasetInfo, cache: Path, staging: Path, progress: bool, insecure: bool
+) -> dict[str, Any]:
+    """Fetch each listed file (resumable: finished files stay in ``cache`` until the install succeeds)."""
+    expected = file_sha256(info.name)
+    if not expected:
+        raise DataError(f"{info.name}: srkd has no file list for this dataset (a packaging bug)")
+    assert info.url is not None
+    items = sorted(expected.items())
+    with _count_bar(info.name, len(items), progress) as advance:
+        for rel, digest in items:
+            url = info.url + urllib.parse.quote(_source_path(info, rel))
+            download(url, cache / rel, digest, progress=False, _allow_insecure_for_tests=insecure)
+            advance(1)
+    for rel in expected:
+        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(cache / rel, staging / rel)
+    shutil.rmtree(cache, ignore_errors=True)
+    return _record(info, "sha256 of every file", dict(expected))
+
+
+def _source_path(info: registry.DatasetInfo, rel: str) -> str:
+    """Install path (``HR/x.png``, ``LR_bicubic/X2/xx2.png``) -> path under the source's base URL."""
+    head, _, rest = rel.partition("/")
+    sub = info.hr_subdir if head == registry.HR_DIR else (info.lr_subdir or "")
+    return f"{sub}/{rest}" if sub else rest
+
+
+def _install_archive(
+    info: registry.DatasetInfo,
+    downloads: Path,
+    staging: Path,
+    allow_unverified: bool,
+    progress: bool,
+    keep_archive: bool,
+    insecure: bool,
+) -> dict[str, Any]:
+    assert info.url is not None
+    archive = downloads / PurePosixPath(urllib.parse.urlsplit(info.url).path).name
+    archive_sha = download(info.url, archive, info.sha256, progress, md5=info.md5,
+                           allow_unverified=allow_unverified, _allow_insecure_for_tests=insecure)
+    verified_by = "sha256 of the archive" if info.sha256 else "md5 of the archive" if info.md5 else "none"
+    extracted = safe_extract(archive, staging / ".extracted")
+    try:
+        hr_src = _find_hr(extracted, info)
+        _move_images(hr_src, staging / registry.HR_DIR)
+        if info.lr_subdir and (extracted / info.lr_subdir).is_dir():
+            for scale_dir in sorted((extracted / info.lr_subdir).iterdir()):
+                if scale_dir.is_dir():
+                    _move_images(scale_dir, staging / registry.LR_DIR / scale_dir.name)
+    finally:
+        shutil.rmtree(extracted, ignore_errors=True)
+    files = {
+        p.relative_to(staging).as_posix(): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()
+    }
+    n_hr = sum(1 for rel in files if rel.startswith(f"{registry.HR_DIR}/"))
+    if n_hr != info.n_images:
+        print(f"warning: {info.name}: {n_hr} HR images installed, expected {info.n_images}", file=sys.stderr)
+    if not keep_archive:
+        archive.unlink(missing_ok=True)
+    return _record(info, verified_by, files, archive_sha256=archive_sha)
+
+
+def _find_hr(extracted: Path, info: registry.DatasetInfo) -> Path:
+    """The HR folder inside an archive: the registered one, else the only folder that holds images."""
+    hinted = extracted / info.hr_subdir
+    if hinted.is_dir():
+        return hinted
+    candidates = [d for d in [extracted, *extracted.rglob("*")] if d.is_dir() and any(
+        is_image_file(p) and p.is_file() for p in d.iterdir())]
+    if len(candidates) == 1:
+        return candidates[0]
+    raise DataError(
+        f"{info.url}: the archive has no folder '{info.hr_subdir}' and {len(candidates)} image folders; "
+        "its layout changed — please report this"
+    )
+
+
+def _move_images(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for p in sorted(src.iterdir()):
+        if p.is_file() and not p.is_symlink() and is_image_file(p):
+            os.replace(p, dst / p.name)
+
+
+@contextmanager
+def _count_bar(label: str, total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def verify(name: str, root: str | os.PathLike[str] | None = None) -> tuple[bool, str]:
+    """Re-hash an installed dataset against its install record: (ok, one-line summary)."""
+    info = registry.get(name)
+    folder = registry.data_root(root) / info.name
+    if not registry.is_present(info.name, root):
+        return False, f"{info.name}: not present in {folder} (run `srkd data download {info.name}`)"
+    marker = registry.read_marker(folder)
+    if marker is None:
+        n = sum(1 for p in (folder / registry.HR_DIR).iterdir() if is_image_file(p))
+        return True, f"{info.name}: {n} images, placed by hand (nothing to verify against)"
+    expected: dict[str, str] = dict(marker.get("files", {}))
+    known = file_sha256(info.name)
+    if known:  # files srkd fetched one by one: check against the shipped hashes, not only the record
+        expected = known
+    bad = [rel for rel, digest in sorted(expected.items())
+           if not (folder / rel).is_file() or sha256_file(folder / rel) != digest]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        return False, f"{info.name}: {len(bad)} of {len(expected)} files missing or changed: {shown}"
+    return True, f"{info.name}: OK ({len(expected)} files, verified at install by {marker.get('verified_by')})"
