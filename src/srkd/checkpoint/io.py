@@ -1,0 +1,270 @@
+"""srkd model checkpoints: safetensors weights plus string metadata that say how to rebuild the network.
+
+A checkpoint is self-describing (``--model FILE`` needs no architecture flags): the metadata hold the registry
+name, the constructor keyword arguments (JSON), the scale(s) the weights serve and the colour mode. safetensors
+cannot execute code when read, unlike pickles, so loading a file from the internet is safe. Writes go to a
+temporary file in the same folder that is fsync'ed and then renamed over the target, so a crash or a kill never
+leaves a half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from srkd.errors import CheckpointError, SrkdError
+
+FORMAT = "srkd-model"
+FORMAT_VERSION = 1
+# Keys written by srkd itself; user metadata may not shadow them.
+RESERVED_KEYS = ("format", "format_version", "srkd_version", "arch", "kwargs", "scale", "scales", "colour", "dtype")
+
+
+def require_file(path: str | Path) -> Path:
+    """``path`` as a Path if it is an existing regular file, else a one-line :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, expected a checkpoint file")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{path}: not readable (permission denied)")
+    return path
+
+
+def _model_attr(model: nn.Module, name: str, default: Any = None) -> Any:
+    return getattr(getattr(model, "module", model), name, default)  # DDP / compiled wrappers
+
+
+def save_model(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    scales: list[int] | None = None,
+    meta: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write ``model`` (built by :func:`srkd.models.build_model`) to ``path`` atomically.
+
+    ``scales`` lists every scale the weights serve (VDSR: one network for x2/x3/x4); default ``[model.scale]``.
+    ``meta`` values (config name, PSNR...) are stored as JSON strings and come back decoded from
+    :func:`read_metadata`. ``dtype=torch.float16`` halves the file; :func:`load_model` restores float32.
+    """
+    from srkd import __version__
+
+    target = getattr(model, "module", model)
+    target = getattr(target, "_orig_mod", target)  # torch.compile wrapper
+    spec = getattr(target, "spec", None)
+    if spec is None:
+        raise ValueError("save_model needs a model built by srkd.models.build_model (it has no .spec)")
+    scale = int(_model_attr(target, "scale"))
+    scales = sorted({int(s) for s in (scales or [scale])} | {scale})
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "srkd_version": __version__,
+        "arch": spec.arch,
+        "kwargs": json.dumps(spec.kwargs, sort_keys=True),
+        "scale": str(scale),
+        "scales": json.dumps(scales),
+        "colour": str(_model_attr(target, "colour", "rgb")),
+        "dtype": str(dtype or torch.float32).replace("torch.", ""),
+    }
+    for key, value in (meta or {}).items():
+        if key in RESERVED_KEYS:
+            raise ValueError(f"metadata key '{key}' is reserved by srkd")
+        metadata[str(key)] = json.dumps(value, default=str)
+
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in target.state_dict().items():
+        t = tensor.detach().to("cpu")
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        t = t.contiguous()
+        if t.data_ptr() in seen or t.data_ptr() == tensor.data_ptr():
+            t = t.clone()  # safetensors refuses shared storage; never alias the live parameters either
+        seen.add(t.data_ptr())
+        tensors[name] = t
+    _atomic_save(Path(path), tensors, metadata)
+    return Path(path)
+
+
+def _atomic_save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        try:  # make the rename itself durable
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:
+            pass
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot write checkpoint ({exc.strerror or exc})") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _raw_metadata(path: Path) -> dict[str, str] | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return fh.metadata()
+    except Exception as exc:  # SafetensorError is not exported under a stable name
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        hint = ""
+        if head[:1] == b"\x80" or head[:2] == b"PK":
+            hint = "; it looks like a PyTorch pickle: convert it with `srkd convert SRC DST`"
+        elif head[:4] == b"MATL":
+            hint = "; it looks like a MATLAB file: convert it with `srkd convert SRC DST`"
+        raise CheckpointError(f"{path}: not a safetensors file, or truncated ({_short(exc)}){hint}") from None
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Decoded metadata of an srkd checkpoint: ``arch``, ``kwargs`` (dict), ``scale``, ``scales``, ``colour``...
+
+    User metadata given to :func:`save_model` come back with their JSON types.
+    """
+    path = require_file(path)
+    raw = _raw_metadata(path)
+    if not raw or raw.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not an srkd model checkpoint (no srkd metadata); "
+            "convert official weights with `srkd convert SRC DST`"
+        )
+    try:
+        version = int(raw.get("format_version", "0"))
+    except ValueError:
+        version = -1
+    if version < 1 or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {raw.get('format_version')} is not supported by this srkd "
+            f"(reads 1..{FORMAT_VERSION}); upgrade srkd"
+        )
+    out: dict[str, Any] = {}
+    try:
+        for key, value in raw.items():
+            if key in ("format", "srkd_version", "arch", "colour", "dtype"):
+                out[key] = value
+            elif key in ("format_version", "scale"):
+                out[key] = int(value)
+            elif key in ("kwargs", "scales"):
+                out[key] = json.loads(value)
+            else:
+                try:
+                    out[key] = json.loads(value)
+                except json.JSONDecodeError:
+                    out[key] = value  # written by another tool: keep the string
+        if not isinstance(out.get("kwargs"), dict) or not isinstance(out.get("scales"), list) or "arch" not in out:
+            raise ValueError("arch/kwargs/scales missing")
+        out["scales"] = [int(s) for s in out["scales"]]
+        out.setdefault("scale", out["scales"][0])
+        out.setdefault("colour", "rgb")
+    except (ValueError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"{path}: corrupt srkd metadata ({exc})") from None
+    return out
+
+
+def load_model(
+    path: str | Path,
+    *,
+    scale: int | None = None,
+    colour: str | None = None,
+    device: str | torch.device = "cpu",
+    arch: str | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network described by an srkd checkpoint and load its weights (float32, eval mode).
+
+    ``scale``/``colour``/``arch``, when given, must match the checkpoint; a multi-scale checkpoint (VDSR) is set
+    to the requested scale. Every refusal is a one-line :class:`CheckpointError` naming the file.
+    """
+    from safetensors.torch import load_file
+
+    from srkd.models import ModelSpec, build_model
+
+    path = require_file(path)
+    meta = read_metadata(path)
+    if arch is not None and arch.lower() != meta["arch"]:
+        raise CheckpointError(f"{path}: a {meta['arch']} model, but {arch.lower()} was expected")
+    arch, kwargs = meta["arch"], dict(meta["kwargs"])
+    if scale is not None and int(scale) not in meta["scales"]:
+        served = "/".join(f"x{s}" for s in meta["scales"])
+        raise CheckpointError(f"{path}: a {served} {arch} model cannot be used for x{scale}")
+    if colour is not None and colour != meta["colour"]:
+        raise CheckpointError(
+            f"{path}: a {arch} model for {meta['colour'].upper()} images, but {colour.upper()} was requested"
+        )
+    try:
+        model = build_model(arch, **kwargs)
+    except SrkdError as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the model: {exc}") from None
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a safetensors file, or truncated ({_short(exc)})") from None
+    load_state_dict_strict(model, state, source=path, what=f"{arch}({_kwargs_text(kwargs)})")
+    if scale is not None and int(scale) != int(model.scale):
+        model.scale = int(scale)
+        if "scale" in kwargs:
+            model.spec = ModelSpec(arch, {**kwargs, "scale": int(scale)})
+    meta["scale"] = int(model.scale)
+    meta["kwargs"] = dict(model.spec.kwargs)
+    try:
+        model = model.to(device)
+    except (RuntimeError, AssertionError) as exc:
+        raise CheckpointError(f"{path}: cannot move the model to device '{device}' ({_short(exc)})") from None
+    model.eval()
+    return model, meta
+
+
+def _kwargs_text(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], *, source: Any, what: str) -> None:
+    """``model.load_state_dict(state)`` that reports every kind of mismatch in one line naming ``source``."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    problems = []
+    if shapes:
+        k = shapes[0]
+        problems.append(
+            f"{len(shapes)} shape mismatch(es), e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        )
+    if missing:
+        problems.append(f"{len(missing)} missing key(s), e.g. {', '.join(missing[:3])}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s), e.g. {', '.join(unexpected[:3])}")
+    if problems:
+        raise CheckpointError(f"{source}: weights do not fit {what}: {'; '.join(problems)}")
+    non_float = [k for k, v in state.items() if own[k].is_floating_point() != v.is_floating_point()]
+    if non_float:
+        raise CheckpointError(f"{source}: weights do not fit {what}: wrong dtype for {non_float[0]}")
+    model.load_state_dict(state, strict=True)  # copies, casting float16 storage to the model's float32

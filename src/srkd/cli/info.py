@@ -1,0 +1,118 @@
+"""``srkd info MODEL``: parameters, FLOPs (DUKD Table 1 convention: multiply-accumulates) and latency.
+
+MODEL is an srkd checkpoint or an architecture spec ``arch[:key=value,...]``, e.g.
+``edsr:n_feats=256,n_resblocks=32,res_scale=0.1,scale=4`` (values are YAML: ``depths=[6,6,6,6]`` works).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from srkd.errors import SrkdError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL_OR_CHECKPOINT", help="checkpoint file or arch[:key=value,...]")
+    parser.add_argument("--input", default=None, metavar="CxHxW",
+                        help="LR input shape (default: the model's channels x 256 x 256, as DUKD Table 1)")
+    parser.add_argument("--scale", type=int, default=None, help="scale (multi-scale checkpoints, arch specs)")
+    parser.add_argument("--device", default="cpu", help="device for the latency run (cpu, cuda...)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="latency precision")
+    parser.add_argument("--iters", type=int, default=10, help="timed runs for the median latency (default 10)")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the numbers as JSON")
+
+
+def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """``"edsr:n_feats=64,depths=[6,6]"`` -> ``("edsr", {"n_feats": 64, "depths": [6, 6]})``."""
+    import yaml
+
+    arch, _, rest = text.partition(":")
+    kwargs: dict[str, Any] = {}
+    # split on commas that are not inside brackets, so list values keep theirs
+    for item in (p for p in re.split(r",(?![^\[\(]*[\]\)])", rest) if p.strip()):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SrkdError(f"model spec '{text}': expected key=value, got '{item}'")
+        try:
+            kwargs[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise SrkdError(f"model spec '{text}': cannot parse the value of '{key.strip()}'") from None
+    return arch.strip(), kwargs
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise SrkdError(f"--input '{text}': expected CxHxW with positive integers, e.g. 3x256x256")
+    c, h, w = (int(p) for p in parts)
+    return c, h, w
+
+
+def _looks_like_path(text: str) -> bool:
+    return os.sep in text or "/" in text or Path(text).suffix.lower() in (".safetensors", ".pth", ".pt", ".mat", ".ckpt")
+
+
+def load_any(spec: str, scale: int | None) -> tuple[Any, dict[str, Any]]:
+    """A model from a checkpoint path or an ``arch[:k=v,...]`` spec, with a description for the report."""
+    from srkd.checkpoint.io import load_model
+    from srkd.models import ARCHITECTURES, build_model
+
+    is_arch = spec.split(":", 1)[0].strip().lower() in ARCHITECTURES
+    if Path(spec).exists() or (_looks_like_path(spec) and not is_arch):
+        model, meta = load_model(spec, scale=scale)
+        return model, {"checkpoint": str(spec), "arch": meta["arch"], "kwargs": meta["kwargs"]}
+    if not is_arch:
+        raise SrkdError(
+            f"'{spec}' is neither a checkpoint file nor an architecture (known: {', '.join(sorted(ARCHITECTURES))})"
+        )
+    arch, kwargs = parse_spec(spec)
+    if scale is not None:
+        kwargs["scale"] = scale
+    model = build_model(arch, **kwargs).eval()
+    return model, {"arch": arch.lower(), "kwargs": kwargs}
+
+
+def _human(n: float, unit: str = "") -> str:
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{suffix}{unit}"
+    return f"{n:.0f}{unit}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from srkd.models.profile import count_flops, count_params, measure_latency
+
+    if args.iters < 1:
+        raise SrkdError(f"--iters must be >= 1, got {args.iters}")
+    if not args.no_latency:
+        from srkd.evaluation.upscale import resolve_device
+
+        resolve_device(args.device)  # an unusable device fails before any work
+    model, report = load_any(args.model, args.scale)
+    shape = parse_shape(args.input) if args.input else (int(getattr(model, "in_channels", 3)), 256, 256)
+    report.update(
+        scale=int(model.scale), input=list(shape), params=count_params(model), flops=count_flops(model, shape)
+    )
+    kwargs = ", ".join(f"{k}={v}" for k, v in report["kwargs"].items())
+    print(f"model    {report['arch']}({kwargs})" + (f"  [{report['checkpoint']}]" if "checkpoint" in report else ""))
+    print(f"params   {_human(report['params'])} ({report['params']:,})")
+    print(f"FLOPs    {_human(report['flops'])} (multiply-accumulates, {'x'.join(map(str, shape))} input, x{model.scale})")
+    if not args.no_latency:
+        # Big models on small CPUs: one probe run sets how many timed runs fit in ~20 s (at least 3).
+        probe = measure_latency(model, shape, device=args.device, warmup=1, iters=1, precision=args.precision)
+        iters = args.iters if probe * args.iters <= 20 else max(3, min(args.iters, math.ceil(20 / probe)))
+        latency = measure_latency(model, shape, device=args.device, warmup=0, iters=iters, precision=args.precision)
+        report.update(latency_s=latency, latency_runs=iters, device=args.device, precision=args.precision)
+        print(f"latency  {latency * 1e3:.1f} ms (median of {iters}, batch 1, {args.device}, {args.precision})")
+    if args.json:
+        from srkd.cli.eval import write_json
+
+        write_json(args.json, report)
+    return 0
+
