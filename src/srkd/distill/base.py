@@ -12,12 +12,18 @@ Per step the engine calls::
 
 Methods that produce their own inputs (data-free) set ``provides_batches = True`` and implement
 ``next_batch(batch_size)``; the engine then never builds a data loader.
+
+Under multi-process training the engine replaces ``method.student`` by its DistributedDataParallel (and/or
+``torch.compile``) wrapper, so that ``self.student(...)`` / ``self.student_sr(...)`` in ``training_step`` are the
+synchronised forward passes. Work that is not part of the student's own loss (a generator update that
+backpropagates through the student, sample grids) uses :attr:`Method.raw_student`, the plain module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -26,6 +32,7 @@ import torch.nn.functional as F
 
 from srkd.config_base import StrictModel
 from srkd.models import run_sr
+from srkd.models.taps import unwrap_model
 
 
 @dataclass
@@ -62,6 +69,9 @@ class Method(nn.Module):
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     needs_teacher: ClassVar[bool] = True
     provides_batches: ClassVar[bool] = False
+    # Set by the engine before training: the run folder on rank 0 (artefacts such as sample grids go there),
+    # None on the other ranks so that only one process writes files.
+    run_dir: Path | None = None
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: MethodConfig, scale: int) -> None:
         super().__init__()
@@ -78,6 +88,13 @@ class Method(nn.Module):
         return self
 
     # -- helpers shared by the methods -------------------------------------------------------------------
+    @property
+    def raw_student(self) -> nn.Module:
+        """The plain student behind the engine's DDP / ``torch.compile`` wrappers. Use it for forward passes
+        that are not followed by the step's ``backward()`` (DDP expects every wrapped forward to be), and for
+        its weights. Assigning a new module to ``self.student`` (progressive growth) is what changes it."""
+        return unwrap_model(self.student)
+
     def student_sr(self, lr: torch.Tensor) -> torch.Tensor:
         return run_sr(self.student, lr, self.scale)
 
@@ -101,6 +118,13 @@ class Method(nn.Module):
 
     def after_optimizer_step(self, step: int) -> dict[str, float]:
         return {}
+
+    def begin_stage(self, step: int) -> bool:
+        """Called by the engine before iteration ``step`` (0-based) on every rank. A method whose student
+        changes during training (progressive distillation) assigns the new plain module to ``self.student``
+        and returns True; the engine then moves it to the device, re-wraps it (DDP, compile) and rebuilds the
+        optimiser, scheduler and EMA over its parameters. Default: the student never changes."""
+        return False
 
     def next_batch(self, batch_size: int) -> Batch:
         raise NotImplementedError(f"{type(self).__name__} does not provide its own batches")

@@ -1,0 +1,24 @@
+"""Training without a teacher: L1(S(LR), HR). The baseline every distillation method must beat."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from srkd.distill.base import Batch, MethodConfig
+from srkd.distill.base import Method as MethodBase
+
+
+class Config(MethodConfig):
+    name: Literal["scratch"] = "scratch"
+
+
+class Method(MethodBase):
+    Config = Config
+    needs_teacher = False
+
+    def training_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        assert batch.hr is not None, "scratch training needs HR targets"
+        loss = self.l1(self.student_sr(batch.lr), batch.hr)
+        return loss, {"l1": loss.detach()}

@@ -1,0 +1,155 @@
+"""The typed training config: one YAML file describes a whole run (models, method, data, optimiser, schedule).
+
+Load it with ``load_config(TrainConfig, path, overrides)``. The ``method`` section is validated in two steps:
+its ``name`` picks the method module, whose own ``Config`` then validates the rest, so a typo is reported with
+the keys *that method* accepts. Every run directory keeps the resolved config (all defaults explicit).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from srkd.config_base import StrictModel, format_validation_error
+from srkd.distill.base import MethodConfig
+from srkd.errors import ConfigError
+
+
+class StudentConfig(StrictModel):
+    arch: str
+    kwargs: dict[str, Any] = {}
+    # Warm start from an srkd checkpoint (e.g. DUKD's x4 student starts from its x2 one): tensors whose name
+    # and shape match are copied, the rest (the upsampler of another scale) keep their fresh initialisation.
+    init: str | None = None
+
+
+class TeacherConfig(StrictModel):
+    """An srkd checkpoint (self-describing), optionally with ``arch`` to assert what it holds.
+
+    ``arch`` + ``kwargs`` without ``checkpoint`` builds a randomly initialised teacher: only useful for smoke
+    tests and speed measurements, and announced with a warning.
+    """
+
+    checkpoint: str | None = None
+    arch: str | None = None
+    kwargs: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _checkpoint_or_arch(self) -> TeacherConfig:
+        if self.checkpoint is None and self.arch is None:
+            raise PydanticCustomError(
+                "teacher", "give 'checkpoint' (an srkd checkpoint) or 'arch' (+ 'kwargs')"
+            )
+        return self
+
+
+class DataConfig(StrictModel):
+    train: list[str] = []  # dataset names or folders of HR images
+    val: list[str] = []  # benchmark names or HR folders, evaluated every train.val_every iterations
+    data_root: str | None = None
+    lr_patch: int = Field(48, ge=4)
+    batch_size: int = Field(16, ge=1)  # per rank: the global batch is batch_size * world_size
+    colour: Literal["rgb", "y"] | None = None  # None: the student's colour mode
+    augment: bool = True
+
+
+class OptimConfig(StrictModel):
+    name: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    eps: float = 1e-8
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0)  # sgd only
+
+
+class SchedConfig(StrictModel):
+    """Per-iteration step decay: MultiStepLR at ``milestones``, or StepLR every ``step_size`` iterations."""
+
+    milestones: list[int] = []
+    gamma: float = Field(0.1, gt=0)
+    step_size: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SchedConfig:
+        if self.step_size is not None and self.milestones:
+            raise PydanticCustomError(
+                "sched", "give either 'milestones' (MultiStepLR) or 'step_size' (StepLR)"
+            )
+        return self
+
+
+class TrainLoopConfig(StrictModel):
+    iterations: int = Field(ge=1)
+    grad_clip: float | None = Field(None, gt=0)
+    ema: float | None = Field(None, gt=0, lt=1)  # EMA decay of the student weights, e.g. 0.999
+    val_every: int = Field(5000, ge=0)  # 0: validate only at the end
+    ckpt_every: int = Field(5000, ge=1)
+    keep_ckpt: int = Field(2, ge=1)  # training checkpoints kept in run_dir/ckpt (oldest deleted)
+    log_every: int = Field(100, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    nonfinite: Literal["stop", "skip"] = "stop"  # what a NaN/inf loss or gradient does
+    max_skips: int = Field(100, ge=0)  # with nonfinite=skip: stop after this many skipped iterations
+    tensorboard: bool = True  # when the tensorboard package is installed
+
+
+class TrainConfig(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+    seed: int = 0
+    scale: int = Field(ge=1, le=8)
+    out_dir: str | None = None  # default runs/<name>
+    student: StudentConfig
+    teacher: TeacherConfig | None = None
+    method: SerializeAsAny[MethodConfig]
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    sched: SchedConfig = SchedConfig()
+    train: TrainLoopConfig
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_config(cls, value: Any) -> Any:
+        return resolve_method_config(value)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir if self.out_dir is not None else Path("runs") / self.name)
+
+
+def resolve_method_config(value: Any) -> MethodConfig:
+    """Step two of ``method`` validation: hand the section to the named method's own ``Config``."""
+    from srkd.distill import METHODS, get_method
+
+    if isinstance(value, MethodConfig):
+        return value
+    if isinstance(value, str):  # `method: kd` is short for `method: {name: kd}`
+        value = {"name": value}
+    if not isinstance(value, dict) or "name" not in value:
+        raise PydanticCustomError("method", "needs a 'name' (one of: {known})", {"known": ", ".join(METHODS)})
+    name = value["name"]
+    try:
+        module = get_method(name)
+    except ConfigError as exc:
+        raise PydanticCustomError("method", "{detail}", {"detail": str(exc)}) from None
+    try:
+        return module.Config.model_validate(value)
+    except ValidationError as exc:
+        detail = format_validation_error(exc, module.Config, f"method {name!r}")
+        raise PydanticCustomError("method", "{detail}", {"detail": detail}) from None
+
+
+__all__ = [
+    "DataConfig",
+    "OptimConfig",
+    "SchedConfig",
+    "StudentConfig",
+    "TeacherConfig",
+    "TrainConfig",
+    "TrainLoopConfig",
+    "resolve_method_config",
+]

@@ -1,0 +1,197 @@
+"""What a run tells its user: a progress line, a JSONL log for reports, TensorBoard for curves and samples.
+
+``run_dir/log.jsonl`` holds one JSON object per line: ``{"type": "start", ...}`` when a run (or resume)
+begins, ``{"type": "train", "step", "lr", "loss", <terms>, "it_s", "skipped", "time"}`` every ``log_every``
+iterations and ``{"type": "val", "step", "set", "psnr_y", "ssim_y", "n"}`` after each validation. On resume the
+records past the resumed iteration (written by the killed run after its last checkpoint) are dropped, so the
+log reads as if the run had never stopped. Only rank 0 logs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from srkd.engine.state import atomic_write_bytes
+from srkd.errors import DataError
+
+
+class RunLogger:
+    def __init__(
+        self,
+        run_dir: Path,
+        total: int,
+        start: int,
+        *,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        progress: bool | None = None,
+    ) -> None:
+        self.enabled = enabled
+        self.total = total
+        self.path = run_dir / "log.jsonl"
+        self._bar = None
+        self._tb = None
+        if not enabled:
+            return
+        _truncate_jsonl(self.path, start)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the whole run)
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        if progress is None:
+            progress = self.console.is_terminal
+        if progress:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[speed]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[terms]}"),
+                console=self.console,
+            )
+            self._task = self._bar.add_task("train", total=total, completed=start, speed="", terms="")
+            self._bar.start()
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # optional dependency
+                SummaryWriter = None  # noqa: N806
+            if SummaryWriter is not None:
+                self._tb = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
+
+    @property
+    def has_tensorboard(self) -> bool:
+        return self._tb is not None
+
+    # -- records ---------------------------------------------------------------------------------------
+    def record(self, rec: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self._fh.write(json.dumps({**rec, "time": round(time.time(), 3)}, default=float) + "\n")
+        self._fh.flush()
+
+    def info(self, text: str) -> None:
+        if self.enabled:
+            self.console.print(text, highlight=False, soft_wrap=True)
+
+    def advance(self, step: int) -> None:
+        """Called after every iteration (cheap): moves the bar."""
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step)
+
+    def train(self, step: int, lr: float, terms: dict[str, float], it_s: float, skipped: int) -> None:
+        if not self.enabled:
+            return
+        self.record(
+            {"type": "train", "step": step, "lr": lr, **terms, "it_s": round(it_s, 4), "skipped": skipped}
+        )
+        text = " ".join(f"{k} {v:.4g}" for k, v in terms.items())
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step, speed=f"{it_s:.2f} it/s", terms=text)
+        else:
+            eta = (self.total - step) / it_s if it_s > 0 else float("nan")
+            self.info(f"iter {step}/{self.total}  {text}  lr {lr:.3g}  {it_s:.2f} it/s  ETA {_hms(eta)}")
+        if self._tb is not None:
+            for k, v in terms.items():
+                self._tb.add_scalar(f"train/{k}", v, step)
+            self._tb.add_scalar("train/lr", lr, step)
+            self._tb.add_scalar("train/it_s", it_s, step)
+
+    def val(self, step: int, results: dict[str, dict[str, Any]]) -> None:
+        if not self.enabled:
+            return
+        parts = []
+        for name, r in results.items():
+            self.record(
+                {
+                    "type": "val",
+                    "step": step,
+                    "set": name,
+                    "psnr_y": r["psnr_y"],
+                    "ssim_y": r["ssim_y"],
+                    "n": r["n"],
+                }
+            )
+            parts.append(f"{name} {r['psnr_y']:.3f} dB / {r['ssim_y']:.4f}")
+            if self._tb is not None:
+                self._tb.add_scalar(f"val/{name}/psnr_y", r["psnr_y"], step)
+                self._tb.add_scalar(f"val/{name}/ssim_y", r["ssim_y"], step)
+        self.info(f"val @ {step}: " + ", ".join(parts))
+
+    def image(self, step: int, tag: str, img: torch.Tensor) -> None:
+        """A (C, H, W) float image in [0, 1] to TensorBoard (e.g. SR | HR of a training patch)."""
+        if self._tb is not None:
+            self._tb.add_image(tag, img.detach().float().clamp(0, 1).cpu(), step)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        self._fh.close()
+
+
+def _hms(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "-:--:--"
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _truncate_jsonl(path: Path, start: int) -> None:
+    """Drop records of iterations after ``start`` (a resumed run redoes them); atomic like every write."""
+    if not path.exists():
+        return
+    kept = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by the kill
+            if int(rec.get("step", 0)) <= start:
+                kept.append(json.dumps(rec) + "\n")
+    atomic_write_bytes(path, "".join(kept).encode("utf-8"))
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``log.jsonl`` (for reports and tests).
+
+    A run killed while writing leaves its last line cut short: that line is skipped, so a report can read the
+    log of a run that is still going or was killed. A damaged line anywhere else is a :class:`DataError`.
+    """
+    with open(path, encoding="utf-8") as fh:
+        lines = [(i, line) for i, line in enumerate(fh, 1) if line.strip()]
+    records = []
+    for n, (i, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if n == len(lines) - 1:
+                break  # the line being written when the run was killed
+            raise DataError(f"{path}: line {i} is not valid JSON ({exc.msg})") from None
+    return records
+
+
+__all__ = ["RunLogger", "read_log"]

@@ -1,0 +1,219 @@
+"""`srkd reproduce`: the tables' cells, the plan (--dry-run), one clear error for what is missing, and one tiny
+table run end to end (train, evaluate, skip when finished, resume when interrupted, report)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from srkd.checkpoint.io import save_model
+from srkd.cli.main import main
+from srkd.data.images import write_image
+from srkd.engine import state as ckpt
+from srkd.models import build_model
+from srkd.report.runs import RESULTS_FILE, read_results
+from srkd.reproduce import TABLES, _fmt, execute, plan
+
+EXPECTED = {"dfsr-table1", "dfsr-table2", "dfsr-fig4", "dfsr-table4", "dukd-table2", "dukd-table3", "dukd-table4"}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("bench") / "Tiny"
+    g = torch.Generator().manual_seed(0)
+    for i in range(2):
+        write_image(folder / f"im{i}.png", torch.randint(0, 256, (3, 48, 40), generator=g, dtype=torch.uint8))
+    return folder
+
+
+@pytest.fixture
+def configs(tmp_path: Path, bench: Path) -> Path:
+    """configs/edsr-x4-dukd-quick.yaml: a tiny EDSR x4 DUKD run with a tiny teacher (absolute paths)."""
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher-x4.safetensors"
+    save_model(teacher, build_model("edsr", scale=4, n_feats=8, n_resblocks=1))
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "edsr-x4-dukd-quick.yaml").write_text(yaml.safe_dump({
+        "name": "tiny-dukd", "scale": 4,
+        "student": {"arch": "edsr", "kwargs": {"n_feats": 4, "n_resblocks": 1}},
+        "teacher": {"checkpoint": str(teacher)},
+        "method": {"name": "dukd"},
+        "data": {"train": [str(bench)], "lr_patch": 8, "batch_size": 2},
+        "train": {"iterations": 4, "val_every": 0, "log_every": 1, "ckpt_every": 2, "tensorboard": False},
+    }))
+    return folder
+
+
+# -- the tables ------------------------------------------------------------------------------------------
+def test_tables_and_published_numbers() -> None:
+    assert set(TABLES) == EXPECTED
+    t1 = {(e["dataset"], e["scale"], e["method"]): e for e in TABLES["dfsr-table1"].paper}
+    assert len(t1) == 4 * 3 * 5
+    assert t1[("Set5", 2, "Ours")]["psnr"] == 37.20 and t1[("Set5", 2, "Ours")]["ssim"] == 0.9582
+    assert t1[("Urban100", 4, "Teacher")]["psnr"] == 25.20 and t1[("B100", 3, "Noise")]["ssim"] == 0.7417
+    t4 = {(e["dataset"], e["scale"], e["method"]): e for e in TABLES["dfsr-table4"].paper}
+    assert t4[("Set14", 3, "Student")]["psnr"] == 30.45 and t4[("Urban100", 2, "Ours")]["psnr"] == 30.58
+    d2 = {(e["scale"], e["model"], e["method"], e["dataset"]): e for e in TABLES["dukd-table2"].paper}
+    assert len(d2) == 36 * 4
+    assert d2[(4, "RCAN", "DUKD", "Urban100")]["psnr"] == 26.62 and d2[(2, "EDSR", "CSD", "Set5")]["ssim"] == 0.9607
+    d3 = {(e["teacher"], e["dataset"]): e["psnr"] for e in TABLES["dukd-table3"].paper}
+    assert d3[("SwinIR", "Set14")] == 28.82 and d3[("—", "Urban100")] == 26.37
+    abl = {e["method"]: (e["AD"], e["RS"], e["PD"], e["psnr"]) for e in TABLES["dfsr-table2"].paper}
+    assert abl["M2"] == (False, True, False, 37.05) and abl["M4"] == (True, False, True, 36.12)
+    # every published cell has a cell to measure it (DUKD Table 2 in --full)
+    full = {(c.label, dict(c.row).get("model"), s) for c in TABLES["dukd-table2"].cells for s in c.scales}
+    assert {(m, mo, s) for s, mo, m, _d in d2} <= full
+
+
+def test_a_cell_id_is_the_same_run_in_every_table() -> None:
+    """Tables share runs by id, so an id must mean one config + overrides per mode."""
+    for mode in ("quick", "full"):
+        seen: dict[str, frozenset] = {}
+        for table in TABLES.values():
+            for cell in table.cells:
+                if cell.kind != "train" or mode not in cell.modes:
+                    continue
+                recipe = frozenset(_fmt(cell.recipe, s, mode) for s in cell.scales)
+                assert seen.setdefault(cell.id, recipe) == recipe, (mode, table.key, cell.id)
+
+
+def test_dfsr_ablation_switches() -> None:
+    cells = {c.label: c for c in TABLES["dfsr-table2"].cells}
+    assert cells["M1"].recipe.overrides == ("method.inputs=noise", "method.adversarial=false",
+                                            "method.reconstruction=false", "method.progressive=false")
+    assert cells["DFAD"].recipe.overrides == ("method.adversarial=true", "method.reconstruction=false",
+                                              "method.progressive=false")
+    assert cells["Ours"].recipe.overrides == () and cells["Ours"].id == "datafree-vdsr"
+    assert cells["M1"].id == next(c.id for c in TABLES["dfsr-table1"].cells if c.label == "Noise")
+
+
+# -- the plan --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["quick", "full"])
+@pytest.mark.parametrize("table", sorted(EXPECTED))
+def test_dry_run_prints_the_plan_and_runs_nothing(table: str, mode: str, tmp_path: Path, bench: Path, capsys) -> None:
+    empty = tmp_path / "configs"
+    empty.mkdir()
+    out = tmp_path / "out"
+    code = main(["reproduce", table, f"--{mode}", "--dry-run", "--configs", str(empty), "--out", str(out),
+                 "--data", str(bench)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert not out.exists()
+    assert text.startswith(f"{table} (--{mode}):")
+    for cell in TABLES[table].cells:
+        if mode in cell.modes:
+            assert cell.id in text
+            if cell.kind == "train":
+                stem, _ = _fmt(cell.recipe, cell.scales[0], mode)
+                assert f"srkd train {empty / (stem + '.yaml')}" in text
+                assert f"--out {out / cell.id}" in text
+    assert "missing or blocking" in text and f"config {empty}" in text
+
+
+def test_missing_files_are_one_error_naming_each_once(tmp_path: Path, bench: Path, capsys) -> None:
+    empty = tmp_path / "configs"
+    empty.mkdir()
+    code = main(["reproduce", "dfsr-table1", "--configs", str(empty), "--out", str(tmp_path / "o"),
+                 "--data", str(bench)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: dfsr-table1 --quick cannot start; missing or blocking: ")
+    assert lines[0].count("datafree-vdsr-quick.yaml") == 1 and lines[0].count("vdsr-half-scratch-quick.yaml") == 1
+    assert "cells vdsr-half-scratch-x2, vdsr-half-scratch-x3, vdsr-half-scratch-x4" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_plan_overrides_statuses_and_problems(tmp_path: Path, configs: Path, bench: Path) -> None:
+    out = tmp_path / "o"
+    p = plan("dukd-table4", "quick", out=out, configs_dir=configs, sets=[str(bench)], overrides=["seed=3"])
+    assert p.sets == ["Tiny"] and not p.problems
+    by_id = {c.cell.id: c for c in p.cells}
+    assert set(by_id) == {"edsr-x4-dukd-none", "edsr-x4-dukd-zi", "edsr-x4-dukd-zo", "edsr-x4-dukd-zi-zo",
+                          "edsr-x4-dukd-zi-aug", "edsr-x4-dukd"}
+    none = by_id["edsr-x4-dukd-none"]
+    assert none.status == "train" and none.run_dir == out / "edsr-x4-dukd-none"
+    assert none.overrides == ["method.zoom_in=false", "method.zoom_out=false", "method.augment=false", "seed=3"]
+    assert (none.cfg.method.zoom_in, none.cfg.method.augment, none.cfg.seed) == (False, False, 3)
+    assert none.cfg.out_dir == str(out / "edsr-x4-dukd-none")
+    assert by_id["edsr-x4-dukd"].cfg.method.zoom_out is True
+
+    # a stale run folder (another config) and an interrupted one
+    stale = out / "edsr-x4-dukd-zi"
+    stale.mkdir(parents=True)
+    (stale / "config.yaml").write_text(yaml.safe_dump({"name": "other", "scale": 4}))
+    partial = out / "edsr-x4-dukd-zo"
+    (partial / "ckpt").mkdir(parents=True)
+    (partial / "ckpt" / "iter_00000002.pt").write_bytes(b"x")
+    p = plan("dukd-table4", "quick", out=out, configs_dir=configs, sets=[str(bench)], only=["edsr-x4-dukd-zi", "edsr-x4-dukd-zo"])
+    assert [c.cell.id for c in p.cells] == ["edsr-x4-dukd-zi", "edsr-x4-dukd-zo"]
+    assert any("holds a run of another config" in m for m in p.problems)
+    assert any(f"{partial} holds an unfinished run: continue it with --resume" in m for m in p.problems)
+    p = plan("dukd-table4", "quick", out=out, configs_dir=configs, sets=[str(bench)], only=["edsr-x4-dukd-zo"], resume=True)
+    assert p.cells[0].status == "resume" and not p.problems
+    assert "--resume auto" in p.describe()
+
+    # a teacher of another scale, a teacher that is not there, a bad override, an unknown table, an empty filter
+    p = plan("dukd-table4", "quick", out=out, configs_dir=configs, sets=[str(bench)], only=["edsr-x4-dukd"],
+             overrides=["scale=2"])
+    assert [c.status for c in p.cells] == ["blocked"]
+    assert "is a x4 model, the cell needs x2" in p.problems[0]
+    cfg = yaml.safe_load((configs / "edsr-x4-dukd-quick.yaml").read_text())
+    Path(cfg["teacher"]["checkpoint"]).unlink()
+    p = plan("dukd-table4", "quick", out=out, configs_dir=configs, sets=[str(bench)], only=["edsr-x4-dukd"])
+    assert p.problems == [f"teacher checkpoint {cfg['teacher']['checkpoint']} (named by "
+                          f"{configs / 'edsr-x4-dukd-quick.yaml'}) (cell edsr-x4-dukd)"]
+    p = plan("dukd-table4", "quick", out=out, configs_dir=configs, sets=[str(bench)], overrides=["train.lrr=1"])
+    assert any("unknown key 'train.lrr'" in m for m in p.problems)
+    from srkd.errors import SrkdError
+
+    with pytest.raises(SrkdError, match="unknown table"):
+        plan("dukd-table9")
+    with pytest.raises(SrkdError, match="no cell matches"):
+        plan("dukd-table4", only=["nothing"], configs_dir=configs)
+
+
+# -- one table, end to end -------------------------------------------------------------------------------
+def test_reproduce_trains_evaluates_skips_resumes_and_reports(
+    tmp_path: Path, configs: Path, bench: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    out = tmp_path / "o"
+    args = ["reproduce", "dukd-table4", "--only", "edsr-x4-dukd", "--configs", str(configs), "--out", str(out),
+            "--data", str(bench), "--device", "cpu", "-q"]
+    assert main(args) == 0, capsys.readouterr().err
+    run = out / "edsr-x4-dukd"
+    results = read_results(run / RESULTS_FILE, run / "last.safetensors")
+    psnr = results[4]["Tiny"]["psnr_y"]
+    assert results[4]["Tiny"]["n"] == 2
+    md = (out / "dukd-table4" / "report.md").read_text()
+    assert f"| DUKD (all) | ✓ | ✓ | ✓ | {psnr:.2f} | {results[4]['Tiny']['ssim_y']:.4f} |" in md
+    html = (out / "dukd-table4" / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') >= 3  # loss curves, visual comparison, agreement
+
+    # interrupted after iteration 2: refused without --resume, continued with it
+    (run / "last.safetensors").unlink()
+    (run / "ckpt" / "iter_00000004.pt").unlink()
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "holds an unfinished run: continue it with --resume" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    starts = [r for r in log if r["type"] == "start"]
+    assert starts[-1]["step"] == 2 and starts[-1]["resumed_from"].endswith("iter_00000002.pt")
+    assert [s for s, _ in ckpt.list_checkpoints(run)][-1] == 4
+
+    # finished and measured: nothing is trained or evaluated again, the report is rebuilt
+    def boom(*a, **k):
+        raise AssertionError("should be skipped")
+
+    monkeypatch.setattr("srkd.engine.trainer.train", boom)
+    monkeypatch.setattr("srkd.evaluation.evaluate_model", boom)
+    p = plan("dukd-table4", "quick", out=out, configs_dir=configs, sets=[str(bench)], only=["edsr-x4-dukd"])
+    assert [c.status for c in p.cells] == ["done"]
+    md_path, html_path = execute(p, device="cpu", progress=False, log=lambda m: None)
+    assert md_path.read_text().count("| DUKD (all) |") >= 1 and html_path.is_file()
