@@ -88,6 +88,9 @@ def _warm_start(student: nn.Module, path: str) -> None:
         source, _meta = load_model(path)
     except CheckpointError as exc:
         raise CheckpointError(f"student.init: {exc}") from None
+    src_arch, own_arch = getattr(source, "spec", None), getattr(student, "spec", None)
+    if src_arch is not None and own_arch is not None and src_arch.arch != own_arch.arch:
+        raise ConfigError(f"student.init: {path} holds a {src_arch.arch!r} model but the student is {own_arch.arch!r}")
     own = student.state_dict()
     matched = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
     if not matched:
@@ -137,7 +140,8 @@ def build_teacher(cfg: TrainConfig, student: nn.Module) -> nn.Module | None:
     s_colour, t_colour = getattr(student, "colour", "rgb"), getattr(teacher, "colour", "rgb")
     if s_colour != t_colour:
         raise ConfigError(
-            f"the teacher works on {t_colour.upper()} images but the student on {s_colour.upper()}"
+            f"the teacher works on {t_colour.upper()} images but the student on {s_colour.upper()} "
+            f"(teacher {t.checkpoint or t.arch})"
         )
     t_scale = getattr(teacher, "scale", cfg.scale)
     if not getattr(teacher, "upsample_input", False) and int(t_scale) != cfg.scale:
