@@ -1,0 +1,71 @@
+"""``srkd export CHECKPOINT --onnx OUT.onnx [--dynamic] [--opset N] [--torchscript OUT.pt]``.
+
+The exported graph is the network: float RGB in [0, 1], ``(N, 3, h, w)`` -> ``(N, 3, s*h, s*w)`` (VDSR: the
+bicubic-upscaled Y channel in, the same size out). Each written file is run once on random and real inputs
+(onnxruntime for ONNX) and compared with PyTorch; a difference above 1e-4 is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from srkd.errors import SrkdError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="an srkd model checkpoint (.safetensors)")
+    parser.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX model")
+    parser.add_argument("--torchscript", metavar="OUT.pt", help="write a TorchScript (traced) model")
+    parser.add_argument("--dynamic", action="store_true", help="ONNX: free batch, height and width")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    parser.add_argument("--input", default="64x64", metavar="HxW",
+                        help="example (and, without --dynamic, fixed) network input size (default 64x64)")
+    parser.add_argument("--scale", type=int, default=None, help="multi-scale checkpoints (VDSR): which scale")
+    parser.add_argument("--dynamo", action="store_true", help="ONNX via torch.export (no SwinIR) instead of tracing")
+    parser.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise SrkdError(f"--input '{text}': expected HxW with positive integers, e.g. 64x64")
+    return int(parts[0]), int(parts[1])
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.onnx and not args.torchscript:
+        raise SrkdError("nothing to export: give --onnx OUT.onnx and/or --torchscript OUT.pt")
+    if args.opset is not None and not 9 <= args.opset <= 23:
+        raise SrkdError(f"--opset {args.opset}: choose an ONNX opset between 9 and 23 (default 17)")
+    if args.dynamic and not args.onnx:
+        raise SrkdError("--dynamic applies to --onnx (TorchScript traces always accept any size)")
+    size = parse_size(args.input)
+
+    from srkd import export
+
+    model, meta = export.load_for_export(args.checkpoint, scale=args.scale)
+    what = f"{meta['arch']} x{meta['scale']}"
+    jobs = []
+    if args.onnx:
+        export.export_onnx(model, args.onnx, dynamic=args.dynamic, opset=args.opset or export.DEFAULT_OPSET,
+                           size=size, dynamo=args.dynamo)
+        jobs.append(("onnx", args.onnx, args.dynamic))
+    if args.torchscript:
+        export.export_torchscript(model, args.torchscript, size=size)
+        jobs.append(("torchscript", args.torchscript, True))
+    for fmt, path, dynamic in jobs:
+        line = f"wrote {path} ({fmt}, {what}, input {'any size' if dynamic else 'x'.join(map(str, size))})"
+        if args.no_check:
+            print(line)
+            continue
+        if fmt == "onnx":
+            try:
+                import onnxruntime  # noqa: F401
+            except ImportError:
+                print(line + "; not checked: onnxruntime is not installed (pip install 'srkd[onnx]')")
+                continue
+        rows = export.check_export(model, path, fmt, export.check_inputs(model, size, dynamic))
+        worst = max(r["max_abs_diff"] for r in rows)
+        shapes = ", ".join("x".join(map(str, r["shape"])) for r in rows)
+        print(f"{line}; matches PyTorch on {shapes} (max |diff| {worst:.1e})")
+    return 0

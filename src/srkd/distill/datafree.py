@@ -1,0 +1,395 @@
+"""Data-free distillation for SR (DFSR, Zhang et al., CVPR 2021): the student never sees a real image.
+
+A generator ``G`` (supplement Table 1) turns Gaussian codes into low-resolution images. The student learns the
+teacher on them (Eq. 1/5, ``L_KD = |T(G(z)) - S(G(z))|``) and every ``gen_every`` student steps the generator
+takes one step of its own Adam on (Eq. 4)::
+
+    L_G = L_GEN + w_R * L_R,   L_GEN = -log(L_KD + 1),   L_R = |R(T(G(z))) - G(z)|,   R = bicubic 1/s
+
+``L_GEN`` is adversarial (hard samples: where the student still disagrees with the teacher, DFAD) and keeps the
+samples diverse; ``L_R`` asks for images the teacher treats as natural LR images (its output, downscaled again,
+gives the input back). The teacher is frozen but *not* under ``no_grad`` there: the generator's gradient flows
+through it. Progressive distillation grows the student body segment by segment; the generator survives growth.
+
+Pre-upsampling students (VDSR) are scale-agnostic: one generator per scale, of size ``image_size // s``, and each
+batch (and each generator update) picks one scale at random. The scale of a batch is recovered from its size, so
+the engine's :class:`~srkd.distill.base.Batch` needs no extra field.
+
+Switches give the paper's baselines and ablations (Table 2): ``inputs: noise`` (M1, no generator is built),
+``adversarial``/``reconstruction``/``progressive`` (M2, DFAD, M3, M4, full), ``w_r`` (Fig. 4).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from srkd.distill.base import Batch, MethodConfig
+from srkd.distill.base import Method as MethodBase
+from srkd.errors import ConfigError, SrkdError, TrainingError
+from srkd.models import build_model, get_class, run_sr
+from srkd.models.taps import unwrap_model
+
+# Names of the constructor argument that sets the body depth, with how many non-body layers it also counts.
+DEPTH_KWARGS = ("n_resblocks", "n_layers", "n_blocks")
+
+
+class Config(MethodConfig):
+    name: Literal["datafree"] = "datafree"
+    inputs: Literal["generator", "noise"] = "generator"  # noise = the paper's M1 baseline (uniform images)
+    # Where M1's uniform noise lives for pre-upsampling students: "lr" = LR-size images bicubic-upscaled like a
+    # generator's output (the like-for-like control), "input" = noise at the network's input size, no upscale.
+    noise_size: Literal["lr", "input"] = "lr"
+    adversarial: bool = True  # L_GEN in the generator loss
+    reconstruction: bool = True  # L_R in the generator loss
+    progressive: bool = True  # grow the student body in len(stages) segments
+    stages: list[int] = Field(default_factory=list)  # student iterations per stage; the last runs to the end
+    w_r: float = Field(1.0, ge=0.0)
+    criterion: Literal["l1", "mse"] = "l1"  # for L_KD (student and generator) and L_R
+    # Reduction of the generator's L_KD and L_R. "mean" is the paper's Eq. 1-2; "sum" is the reference code's
+    # (there with MSE). It matters: with a mean, L_KD << 1 and -log(1 + L_KD) ~ -L_KD, so both generator terms
+    # are linear in the samples' contrast and no contrast is stable; with a sum, -log(1 + L_KD) ~ -log L_KD
+    # and a contrast exists where the two gradients balance. The student's loss is always a mean.
+    reduction: Literal["mean", "sum"] = "mean"
+    gen_every: int = Field(50, ge=1)  # k: student steps per generator step
+    gen_lr: float = Field(1e-5, gt=0.0)
+    gen_betas: tuple[float, float] = (0.9, 0.999)
+    gen_milestones: list[int] = Field(default_factory=list)  # student iterations; or gen_step_size
+    gen_step_size: int | None = Field(None, ge=1)
+    gen_gamma: float = Field(0.1, gt=0.0)
+    gen_batch_size: int | None = Field(None, ge=2)  # default: the student's batch size
+    image_size: int = Field(48, ge=8)  # the student's input size (VDSR: after the bicubic upscale)
+    latent_dim: int = Field(256, ge=1)
+    scales: list[int] | None = None  # pre-upsampling students only, e.g. [2, 3, 4]; default [scale]
+    nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf generator loss stops the run or skips that update
+    max_skips: int = Field(10, ge=0)
+    sample_every: int = Field(0, ge=0)  # write a grid of samples + teacher SR every N iterations (0: never)
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.progressive and len(self.stages) < 2:
+            raise PydanticCustomError(
+                "stages", "progressive distillation needs 'stages' with at least 2 stage lengths (P = len(stages))"
+            )
+        if any(s < 1 for s in self.stages):
+            raise PydanticCustomError("stages", "stage lengths must be >= 1 iteration")
+        if self.gen_step_size is not None and self.gen_milestones:
+            raise PydanticCustomError("gen_sched", "give either 'gen_milestones' or 'gen_step_size', not both")
+        if self.inputs == "noise" and (self.adversarial or self.reconstruction):
+            raise PydanticCustomError(
+                "inputs", "inputs: noise has no generator: set adversarial: false and reconstruction: false"
+            )
+        return self
+
+
+def step_decay(step: int, milestones: list[int], step_size: int | None, gamma: float) -> float:
+    """Multiplier of a step-decay schedule after ``step`` iterations (MultiStepLR or StepLR semantics)."""
+    if step_size is not None:
+        return gamma ** (step // step_size)
+    return gamma ** sum(step >= m for m in milestones)
+
+
+def pairwise_l1(x: torch.Tensor) -> torch.Tensor:
+    """Mean L1 distance between the distinct samples of a batch: falls towards 0 when the generator collapses."""
+    flat = x.detach().float().flatten(1)
+    n = flat.shape[0]
+    return torch.cdist(flat, flat, p=1).sum() / (n * (n - 1) * flat.shape[1])
+
+
+def body_split(n_blocks: int, segments: int) -> list[int]:
+    """Body depth of each stage S_0..S_{P-1} when ``n_blocks`` are split into ``segments`` near-equal parts."""
+    sizes = [n_blocks // segments + (1 if i < n_blocks % segments else 0) for i in range(segments)]
+    return [sum(sizes[: i + 1]) for i in range(segments)]
+
+
+class Method(MethodBase):
+    Config = Config
+    cfg: Config
+    provides_batches = True
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: MethodConfig, scale: int) -> None:
+        if teacher is None:
+            raise ConfigError("method 'datafree' needs a teacher (the 'teacher' section)")
+        super().__init__(student, teacher, cfg, scale)
+        cfg = self.cfg
+        self.pre_upsampling = bool(getattr(unwrap_model(student), "upsample_input", False))
+        self.scales = list(cfg.scales) if cfg.scales else [scale]
+        if not self.pre_upsampling and self.scales != [scale]:
+            raise ConfigError(
+                f"method.scales {self.scales}: only pre-upsampling students (VDSR) can mix scales; "
+                f"this student has a fixed x{scale} upsampler"
+            )
+        self.channels = int(getattr(unwrap_model(student), "in_channels", 3))
+        # LR size per scale; sizes must differ so that a batch's size tells its scale.
+        self.lr_size = {s: cfg.image_size // s if self.pre_upsampling else cfg.image_size for s in self.scales}
+        if len(set(self.lr_size.values())) != len(self.scales):
+            raise ConfigError(f"method.image_size {cfg.image_size} gives equal LR sizes for scales {self.scales}")
+        self.size_to_scale = {v: s for s, v in self.lr_size.items()}
+        # Input-size noise for a pre-upsampling student is fed as is (its scale does not matter).
+        self.raw_input_noise = cfg.inputs == "noise" and cfg.noise_size == "input" and self.pre_upsampling
+
+        # The method's own random stream (codes, noise, scale choice), saved with the run for exact resumes. It is
+        # seeded on first use, from the global stream the engine has seeded per rank by then.
+        self._rng: torch.Generator | None = None
+        self._last_batch_size = 16
+        self.generators = nn.ModuleDict()
+        self.gen_optimizers: dict[int, torch.optim.Adam] = {}
+        if cfg.inputs == "generator":
+            for s in self.scales:
+                try:
+                    g = build_model("generator", image_size=self.lr_size[s], channels=self.channels,
+                                    latent_dim=cfg.latent_dim)
+                except SrkdError as exc:
+                    raise ConfigError(f"method.image_size {cfg.image_size} at x{s}: {exc}") from None
+                self.generators[str(s)] = g
+                self.gen_optimizers[s] = torch.optim.Adam(g.parameters(), lr=cfg.gen_lr, betas=cfg.gen_betas)
+        self.skipped = 0
+        self.run_dir: Path | None = None  # set by the engine; sample grids go to run_dir/samples
+        self._autocast: tuple[str, torch.dtype] | None = None
+
+        # Progressive distillation: S_0 = head + B_0 + tail, then B_1... appended (body split in P segments).
+        self.stage = 0
+        self.stage_ends: list[int] = []
+        if cfg.progressive:
+            self._init_progressive(len(cfg.stages))
+
+    # -- progressive distillation ------------------------------------------------------------------------
+    def _init_progressive(self, segments: int) -> None:
+        full = self.raw_student
+        spec = getattr(full, "spec", None)
+        if spec is None or not hasattr(full, "body"):
+            raise ConfigError("method.progressive needs a registry-built student with a 'body' (see srkd.models)")
+        params = inspect.signature(get_class(spec.arch).__init__).parameters
+        key = next((k for k in DEPTH_KWARGS if k in params), None)
+        if key is None:
+            raise ConfigError(f"method.progressive: student '{spec.arch}' has no depth argument ({', '.join(DEPTH_KWARGS)})")
+        n_body = len(full.body)
+        if n_body < segments:
+            raise ConfigError(f"method.stages: {segments} stages but the student body has only {n_body} blocks")
+        depth = spec.kwargs.get(key, params[key].default)
+        self._depth = (spec.arch, dict(spec.kwargs), key, depth - n_body)  # offset: layers outside the body
+        self.stage_blocks = body_split(n_body, segments)
+        self.stage_ends = [sum(self.cfg.stages[: i + 1]) for i in range(segments - 1)]
+        self.student = self._build_stage(0, previous=None, like=full)
+
+    def _build_stage(self, stage: int, previous: nn.Module | None, like: nn.Module) -> nn.Module:
+        arch, kwargs, key, offset = self._depth
+        kwargs[key] = self.stage_blocks[stage] + offset
+        model = build_model(arch, **kwargs)
+        if hasattr(like, "scale"):
+            model.scale = like.scale
+        if previous is not None:
+            n_prev = len(previous.body)
+            result = model.load_state_dict(previous.state_dict(), strict=False)
+            new = {k for k in result.missing_keys if not any(k.startswith(f"body.{j}.") for j in range(n_prev, len(model.body)))}
+            if result.unexpected_keys or new:
+                raise TrainingError(f"progressive growth: unexpected {result.unexpected_keys}, missing {sorted(new)}")
+        ref = next(like.parameters())
+        fmt = torch.channels_last if ref.dim() == 4 and ref.is_contiguous(memory_format=torch.channels_last) else None
+        model = model.to(ref.device)
+        if fmt is not None and not ref.is_contiguous():
+            model = model.to(memory_format=fmt)
+        model.train(self.training)
+        return model
+
+    def stage_at(self, step: int) -> int:
+        """Stage that iteration ``step`` (completed iterations so far) belongs to: a pure function of the step."""
+        return sum(step >= end for end in self.stage_ends)
+
+    def begin_stage(self, step: int) -> bool:
+        """Grow the student to the stage of ``step``; True when it was rebuilt (the engine then remakes its
+        optimiser, scheduler, EMA and DDP wrapper). Called at the start and on resume before weights load."""
+        target = self.stage_at(step) if self.cfg.progressive else 0
+        if target == self.stage:
+            return False
+        if target < self.stage:
+            raise TrainingError(f"progressive distillation cannot go back from stage {self.stage} to {target}")
+        while self.stage < target:
+            old = self.raw_student
+            self.stage += 1
+            self.student = self._build_stage(self.stage, previous=old, like=old)
+        return True
+
+    # -- batches -----------------------------------------------------------------------------------------
+    @property
+    def rng(self) -> torch.Generator:
+        if self._rng is None:
+            self._rng = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        return self._rng
+
+    def _device(self) -> torch.device:
+        return next(self.teacher.parameters()).device  # type: ignore[union-attr]
+
+    def _pick_scale(self) -> int:
+        if len(self.scales) == 1:
+            return self.scales[0]
+        return self.scales[int(torch.randint(len(self.scales), (1,), generator=self.rng))]
+
+    def _sample(self, scale: int, n: int) -> torch.Tensor:
+        """A batch of synthetic LR images in [0, 1] (graph kept when the generator needs gradients)."""
+        size = self.cfg.image_size if self.raw_input_noise else self.lr_size[scale]
+        if self.cfg.inputs == "noise":
+            return torch.rand(n, self.channels, size, size, generator=self.rng).to(self._device())
+        z = torch.randn(n, self.cfg.latent_dim, generator=self.rng).to(self._device())
+        return self.generators[str(scale)](z)
+
+    @torch.no_grad()
+    def next_batch(self, batch_size: int) -> Batch:
+        self._last_batch_size = batch_size
+        return Batch(lr=self._sample(self._pick_scale(), batch_size).float(), hr=None)
+
+    def scale_of(self, lr: torch.Tensor) -> int:
+        try:
+            return self.size_to_scale[lr.shape[-1]]
+        except KeyError:
+            raise TrainingError(f"datafree: batch of size {tuple(lr.shape)} matches no generator scale") from None
+
+    # -- losses ------------------------------------------------------------------------------------------
+    def criterion(self, a: torch.Tensor, b: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        d = a.float() - b.float()
+        d = d.abs() if self.cfg.criterion == "l1" else d * d
+        return d.sum() if reduction == "sum" else d.mean()
+
+    def reconstruction_loss(self, lr: torch.Tensor, teacher_sr: torch.Tensor, scale: int) -> torch.Tensor:
+        """``L_R``: the teacher's output brought back to LR size (MATLAB bicubic, clamped) should be the input."""
+        from srkd.ops.imresize import imresize
+
+        back = imresize(teacher_sr.float(), scale=1.0 / scale).clamp(0.0, 1.0)
+        return self.criterion(back, lr, self.cfg.reduction)
+
+    def training_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        # Remember the engine's autocast so the generator step (called outside it) runs the same way.
+        dev = batch.lr.device.type
+        self._autocast = (dev, torch.get_autocast_dtype(dev)) if torch.is_autocast_enabled(dev) else None
+        lr = batch.lr.detach()
+        if self.raw_input_noise:
+            with torch.no_grad():
+                target = self.teacher(lr)  # type: ignore[misc]
+            loss = self.criterion(self.student(lr), target)
+            return loss, {"kd": loss.detach()}
+        scale = self.scale_of(lr)
+        with torch.no_grad():
+            target = run_sr(self.teacher, lr, scale)  # type: ignore[arg-type]
+        loss = self.criterion(run_sr(self.student, lr, scale), target)
+        return loss, {"kd": loss.detach()}
+
+    def generator_losses(self, scale: int, n: int) -> dict[str, torch.Tensor]:
+        """One generator batch and its losses, with the graph through the frozen teacher into ``G``."""
+        x = self._sample(scale, n)
+        ctx = torch.autocast(*self._autocast) if self._autocast else torch.autocast(x.device.type, enabled=False)
+        with ctx:
+            t = run_sr(self.teacher, x, scale)  # type: ignore[arg-type]
+            s = run_sr(self.raw_student, x, scale)  # unwrapped: no DDP reducer for a step it does not own
+        kd = self.criterion(t, s, self.cfg.reduction)
+        out = {"L_KD_G": kd, "L_GEN": -torch.log(kd + 1.0), "diversity": pairwise_l1(x)}
+        out["L_R"] = self.reconstruction_loss(x, t, scale)
+        total = torch.zeros((), device=x.device)
+        if self.cfg.adversarial:
+            total = total + out["L_GEN"]
+        if self.cfg.reconstruction:
+            total = total + self.cfg.w_r * out["L_R"]
+        out["L_G"] = total
+        return out
+
+    def after_optimizer_step(self, step: int) -> dict[str, float]:
+        """After student iteration ``step`` (0-based): every ``gen_every``-th one, one generator update."""
+        cfg = self.cfg
+        done = step + 1
+        logs: dict[str, float] = {}
+        if self.generators and (cfg.adversarial or cfg.reconstruction) and done % cfg.gen_every == 0:
+            logs = self.generator_step(done)
+        if cfg.sample_every and self.run_dir is not None and done % cfg.sample_every == 0:
+            self.write_samples(Path(self.run_dir) / "samples" / f"iter_{done:08d}.png")
+        return logs
+
+    def generator_step(self, done: int) -> dict[str, float]:
+        """One Adam step of one generator (a random scale's) on ``L_G``; ``done`` = student iterations so far."""
+        cfg = self.cfg
+        scale = self._pick_scale()
+        gen = self.generators[str(scale)]
+        opt = self.gen_optimizers[scale]
+        for group in opt.param_groups:  # the generator's step decay, a pure function of the iteration
+            group["lr"] = cfg.gen_lr * step_decay(done, cfg.gen_milestones, cfg.gen_step_size, cfg.gen_gamma)
+        losses = self.generator_losses(scale, cfg.gen_batch_size or self._last_batch_size)
+        logs = {k: float(v.detach()) for k, v in losses.items()}
+        if not math.isfinite(logs["L_G"]):
+            self.skipped += 1
+            what = f"non-finite generator loss at iteration {done} (L_GEN={logs['L_GEN']:.4g}, L_R={logs['L_R']:.4g})"
+            if cfg.nonfinite == "stop" or self.skipped > cfg.max_skips:
+                raise TrainingError(f"datafree: {what}; lower method.gen_lr or method.w_r")
+            warnings.warn(f"datafree: {what}: generator update skipped ({self.skipped} so far)", stacklevel=2)
+            return {"gen_skipped": float(self.skipped)}
+        params = [p for p in gen.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(losses["L_G"], params)  # generator only: student/teacher .grad untouched
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return logs
+
+    # -- samples (paper Fig. 3) --------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_grid(self, n: int = 8) -> torch.Tensor:
+        """Top row: synthetic LR images (nearest-enlarged), bottom row: the teacher's SR; one scale per row pair.
+
+        1-channel samples are shown three at a time as the R, G, B channels, as the paper's Fig. 3 does.
+        """
+        rows = []
+        per = 3 if self.channels == 1 else 1
+        for s in self.scales:
+            x = self._sample(s, n * per).float()
+            t = run_sr(self.teacher, x, s).float().clamp(0, 1)  # type: ignore[arg-type]
+            up = F.interpolate(x, size=t.shape[-2:], mode="nearest")
+            if per == 3:
+                up, t = (v.reshape(n, 3, *v.shape[-2:]) for v in (up, t))
+            pad = (1, 1, 1, 1)
+            rows.append(torch.cat(list(F.pad(up, pad, value=1.0)), dim=-1))
+            rows.append(torch.cat(list(F.pad(t, pad, value=1.0)), dim=-1))
+        width = max(r.shape[-1] for r in rows)
+        return torch.cat([F.pad(r, (0, width - r.shape[-1]), value=1.0) for r in rows], dim=-2)
+
+    def write_samples(self, path: Path) -> None:
+        from srkd.data.images import write_image
+
+        was = self.training
+        self.eval()
+        write_image(path, self.sample_grid().cpu())
+        self.train(was)
+
+    # -- resume ------------------------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "rng": self.rng.get_state(),
+            "skipped": self.skipped,
+            "generators": {k: g.state_dict() for k, g in self.generators.items()},
+            "gen_optimizers": {str(s): o.state_dict() for s, o in self.gen_optimizers.items()},
+        }
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore generators, their optimisers and the random stream; grows the student to the saved stage
+        (fresh weights: the engine loads the student's own weights after this)."""
+        if state.get("stage", 0) > self.stage:
+            old = self.raw_student
+            while self.stage < state["stage"]:
+                self.stage += 1
+                old = self._build_stage(self.stage, previous=None, like=old)
+            self.student = old
+        self.rng.set_state(state["rng"])
+        self.skipped = int(state.get("skipped", 0))
+        gens = state.get("generators", {})
+        if set(gens) != set(self.generators):
+            raise TrainingError(f"datafree resume: checkpoint has generators {sorted(gens)}, config {sorted(self.generators)}")
+        for k, sd in gens.items():
+            self.generators[k].load_state_dict(sd)
+        for k, sd in state.get("gen_optimizers", {}).items():
+            self.gen_optimizers[int(k)].load_state_dict(sd)

@@ -1,0 +1,125 @@
+"""``srkd bench``: the --quick smoke run of every benchmark and the JSON it writes. Speed is never asserted here
+(benchmarks/README.md holds the measurements); what is asserted is the schema, the arithmetic of the ratios,
+and the behaviour the benchmarks rely on (parity with BasicSR, seam-free tiling, what the baseline really does)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+from reference import basicsr_reference
+
+from srkd.bench import ALL, BENCHMARKS
+from srkd.bench.common import comparison, interleaved, summarize, target
+from srkd.cli.main import main
+
+TIMING_KEYS = {"times_s", "median_s", "min_s", "mean_s"}
+
+
+def run_quick(name: str, tmp_path, *extra: str) -> dict:
+    out = tmp_path / f"{name}.json"
+    assert main(["bench", name, "--quick", "--json", str(out), *extra]) == 0
+    report = json.loads(out.read_text())
+    assert report["schema"] == "srkd-bench/1"
+    assert {"command", "date", "commit", "dirty", "machine", "results"} <= set(report)
+    assert {"cpu", "cpu_cores", "cpu_flags", "torch", "torch_threads", "device"} <= set(report["machine"])
+    result = report["results"][name]
+    assert result["benchmark"] == name and result["quick"] is True
+    assert {"config", "comparisons", "metrics", "targets", "wall_s", "load_avg_before", "peak_rss_mb"} <= set(result)
+    assert result["wall_s"] > 0 and result["peak_rss_mb"] > 0
+    for row in result["comparisons"]:
+        assert TIMING_KEYS <= set(row["baseline"]) and TIMING_KEYS <= set(row["ours"])
+        assert math.isclose(row["ratio"], row["baseline"]["median_s"] / row["ours"]["median_s"], rel_tol=1e-9)
+        assert all(t > 0 for t in row["baseline"]["times_s"] + row["ours"]["times_s"])
+    for t in result["targets"]:
+        assert {"what", "value", "op", "target", "met"} <= set(t) and t["op"] in (">=", "<=")
+    return result
+
+
+def test_imresize_quick(tmp_path):
+    basicsr_reference()  # skips without the BasicSR sdist
+    result = run_quick("imresize", tmp_path)
+    assert [r["name"] for r in result["comparisons"]] == ["down x1/4", "up x4"]
+    assert all(v < 2e-5 for v in result["metrics"]["max_abs_diff_vs_basicsr"].values())
+    assert all(r["ratio_cpu"] > 0 for r in result["comparisons"])
+
+
+def test_kd_step_quick(tmp_path):
+    basicsr_reference()
+    result = run_quick("kd-step", tmp_path)
+    rows = {r["name"]: r for r in result["comparisons"]}
+    assert set(rows) == {"dukd", "kd"}
+    for row in rows.values():
+        # the baseline back-propagates through the teacher as well: more FLOPs per step than srkd's
+        assert row["flops_per_step_baseline"] > row["flops_per_step_ours"] > 0
+        assert row["mfu_ours"] is None  # no peak known for a CPU unless --peak-tflops
+    assert rows["dukd"]["flops_per_step_ours"] > rows["kd"]["flops_per_step_ours"]
+
+
+def test_sampler_quick(tmp_path):
+    result = run_quick("sampler", tmp_path)
+    row = result["comparisons"][0]
+    assert row["batches_per_s"] > 0 and row["steps_per_s"] > 0
+
+
+def test_eval_quick_matches_basicsr_protocol(tmp_path):
+    basicsr_reference()
+    result = run_quick("eval", tmp_path)
+    assert result["metrics"]["max_abs_psnr_diff_db"] < 0.01
+
+
+def test_upscale_quick(tmp_path):
+    result = run_quick("upscale", tmp_path)
+    full = result["metrics"]["full_run"]
+    assert full["output_shape"] == [3, 256, 384] and full["peak_rss_mb"] > 0
+    assert float(result["metrics"]["seam_psnr_db"]) >= 50  # "inf" when identical (strict JSON)
+
+
+def test_kd_accuracy_quick(tmp_path):
+    result = run_quick("kd-accuracy", tmp_path, "--steps", "2", "--seeds", "0,1")
+    m = result["metrics"]
+    assert [(r["seed"], r["precision"]) for r in m["runs"]] == [(0, "fp32"), (0, "bf16"), (1, "fp32"), (1, "bf16")]
+    assert list(m["runs"][0]["psnr_y"]) == ["0", "1", "2"]
+    # same initial weights per seed: identical before training, close after two steps; seeds differ
+    for fp32, bf16 in (m["runs"][0:2], m["runs"][2:4]):
+        assert fp32["psnr_y"]["0"] == bf16["psnr_y"]["0"]
+    assert m["runs"][0]["psnr_y"]["0"] != m["runs"][2]["psnr_y"]["0"]
+    assert abs(m["psnr_bf16_minus_fp32_db"]) < 0.05 and m["fp32_seed_spread_db"] > 0
+
+
+def test_registry_and_all():
+    assert set(ALL) <= set(BENCHMARKS) and "kd-accuracy" not in ALL
+
+
+def test_bad_options_are_one_line_errors(capsys):
+    assert main(["bench", "sampler", "--quick", "--repeats", "0"]) == 2
+    assert "--repeats" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["bench", "kd-step", "--device", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and "CUDA" in err and "Traceback" not in err
+
+
+def test_timing_helpers():
+    calls = []
+    timing = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]  # order flips every round
+    assert len(timing["a"]["times_s"]) == 3 and len(timing["a"]["cpu_times_s"]) == 3
+    row = comparison("x", summarize([2.0, 4.0, 3.0], [2.0, 2.0, 2.0]), summarize([1.0, 1.0, 2.0], [0.5, 0.5, 0.5]))
+    assert row["ratio"] == 3.0 and row["ratio_best"] == 2.0 and row["ratio_cpu"] == 4.0
+    assert target("t", 3.0, ">=", 4.0, cpu_value=5.0) == {
+        "what": "t", "value": 3.0, "op": ">=", "target": 4.0, "met": False, "cpu_value": 5.0, "met_cpu": True
+    }
+    assert target("t", None, "<=", 1.0)["met"] is None
+
+
+def test_json_accumulates_benchmarks_run_one_at_a_time(tmp_path):
+    basicsr_reference()
+    out = tmp_path / "all.json"
+    assert main(["bench", "sampler", "--quick", "--json", str(out)]) == 0
+    assert main(["bench", "imresize", "--quick", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"sampler", "imresize"}
+    assert all({"command", "date", "commit"} <= set(r) for r in results.values())
+    assert "sampler" in results["sampler"]["command"] and "imresize" in results["imresize"]["command"]
