@@ -119,3 +119,16 @@ def test_dynamo_exporter_option(tmp_path):
     rows = check_export(model, out, "onnx", [torch.rand(1, 3, 24, 32), torch.rand(2, 3, 41, 19)])
     assert [r["shape"] for r in rows] == [[1, 3, 24, 32], [2, 3, 41, 19]]
     assert max(r["max_abs_diff"] for r in rows) < 1e-4
+
+
+@pytest.mark.slow
+def test_bundled_trained_teacher_exports_within_tolerance_on_real_photos(tmp_path):
+    from srkd.export import load_for_export
+
+    bundled = Path(__file__).resolve().parents[1] / "src" / "srkd" / "assets" / "teachers" / "edsr64-16-x2.safetensors"
+    if not bundled.is_file():
+        pytest.skip(f"{bundled} not present")
+    model, _ = load_for_export(bundled)
+    out = export_onnx(model, tmp_path / "teacher.onnx", dynamic=True, size=(48, 40))
+    rows = check_export(model, out, "onnx", [real_input(model, (48, 40)), real_input(model, (95, 121), batch=2)])
+    assert max(r["max_abs_diff"] for r in rows) < 1e-4
