@@ -54,12 +54,14 @@ class Config(MethodConfig):
     progressive: bool = True  # grow the student body in len(stages) segments
     stages: list[int] = Field(default_factory=list)  # student iterations per stage; the last runs to the end
     w_r: float = Field(1.0, ge=0.0)
-    criterion: Literal["l1", "mse"] = "l1"  # for L_KD (student and generator) and L_R
-    # Reduction of the generator's L_KD and L_R. "mean" is the paper's Eq. 1-2; "sum" is the reference code's
-    # (there with MSE). It matters: with a mean, L_KD << 1 and -log(1 + L_KD) ~ -L_KD, so both generator terms
-    # are linear in the samples' contrast and no contrast is stable; with a sum, -log(1 + L_KD) ~ -log L_KD
-    # and a contrast exists where the two gradients balance. The student's loss is always a mean.
-    reduction: Literal["mean", "sum"] = "mean"
+    criterion: Literal["l1", "mse"] = "l1"  # the student's L_KD (Eq. 1/5), always a mean
+    # The generator's L_KD and L_R: criterion (None = as the student's) and reduction. "mean" is the paper's
+    # Eq. 1-2; the reference code uses MSE with reduction "sum". It matters: with a mean, L_KD << 1 and
+    # -log(1 + L_KD) ~ -L_KD, so both terms are linear in the samples' contrast and no contrast is stable
+    # (the samples fade to flat or saturate); with a sum, -log(1 + L_KD) ~ -log L_KD does not depend on the
+    # contrast, and the contrast settles where L_R (per pixel) ~ 1 / (w_r * pixels in the batch).
+    gen_criterion: Literal["l1", "mse"] | None = None
+    gen_reduction: Literal["mean", "sum"] = "mean"
     gen_every: int = Field(50, ge=1)  # k: student steps per generator step
     gen_lr: float = Field(1e-5, gt=0.0)
     gen_betas: tuple[float, float] = (0.9, 0.999)
@@ -254,17 +256,22 @@ class Method(MethodBase):
             raise TrainingError(f"datafree: batch of size {tuple(lr.shape)} matches no generator scale") from None
 
     # -- losses ------------------------------------------------------------------------------------------
-    def criterion(self, a: torch.Tensor, b: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    @staticmethod
+    def distance(a: torch.Tensor, b: torch.Tensor, kind: str, reduction: str = "mean") -> torch.Tensor:
+        """L1 or squared error, in fp32 (small differences matter), summed or averaged."""
         d = a.float() - b.float()
-        d = d.abs() if self.cfg.criterion == "l1" else d * d
+        d = d.abs() if kind == "l1" else d * d
         return d.sum() if reduction == "sum" else d.mean()
+
+    def gen_distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.distance(a, b, self.cfg.gen_criterion or self.cfg.criterion, self.cfg.gen_reduction)
 
     def reconstruction_loss(self, lr: torch.Tensor, teacher_sr: torch.Tensor, scale: int) -> torch.Tensor:
         """``L_R``: the teacher's output brought back to LR size (MATLAB bicubic, clamped) should be the input."""
         from srkd.ops.imresize import imresize
 
         back = imresize(teacher_sr.float(), scale=1.0 / scale).clamp(0.0, 1.0)
-        return self.criterion(back, lr, self.cfg.reduction)
+        return self.gen_distance(back, lr)
 
     def training_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         # Remember the engine's autocast so the generator step (called outside it) runs the same way.
@@ -274,12 +281,12 @@ class Method(MethodBase):
         if self.raw_input_noise:
             with torch.no_grad():
                 target = self.teacher(lr)  # type: ignore[misc]
-            loss = self.criterion(self.student(lr), target)
+            loss = self.distance(self.student(lr), target, self.cfg.criterion)
             return loss, {"kd": loss.detach()}
         scale = self.scale_of(lr)
         with torch.no_grad():
             target = run_sr(self.teacher, lr, scale)  # type: ignore[arg-type]
-        loss = self.criterion(run_sr(self.student, lr, scale), target)
+        loss = self.distance(run_sr(self.student, lr, scale), target, self.cfg.criterion)
         return loss, {"kd": loss.detach()}
 
     def generator_losses(self, scale: int, n: int) -> dict[str, torch.Tensor]:
@@ -289,7 +296,7 @@ class Method(MethodBase):
         with ctx:
             t = run_sr(self.teacher, x, scale)  # type: ignore[arg-type]
             s = run_sr(self.raw_student, x, scale)  # unwrapped: no DDP reducer for a step it does not own
-        kd = self.criterion(t, s, self.cfg.reduction)
+        kd = self.gen_distance(t, s)
         out = {"L_KD_G": kd, "L_GEN": -torch.log(kd + 1.0), "diversity": pairwise_l1(x)}
         out["L_R"] = self.reconstruction_loss(x, t, scale)
         total = torch.zeros((), device=x.device)
