@@ -84,12 +84,25 @@ def test_a_cell_id_is_the_same_run_in_every_table() -> None:
 
 def test_dfsr_ablation_switches() -> None:
     cells = {c.label: c for c in TABLES["dfsr-table2"].cells}
-    assert cells["M1"].recipe.overrides == ("method.inputs=noise", "method.adversarial=false",
-                                            "method.reconstruction=false", "method.progressive=false")
+    noise = ("method.inputs=noise", "method.adversarial=false", "method.reconstruction=false",
+             "method.progressive=false")
+    assert cells["M1"].recipe.overrides == (*noise, "method.noise_size=input")  # VDSR's input-size noise
+    assert cells["M1 (LR noise)"].recipe.overrides == noise
     assert cells["DFAD"].recipe.overrides == ("method.adversarial=true", "method.reconstruction=false",
                                               "method.progressive=false")
     assert cells["Ours"].recipe.overrides == () and cells["Ours"].id == "datafree-vdsr"
     assert cells["M1"].id == next(c.id for c in TABLES["dfsr-table1"].cells if c.label == "Noise")
+    # the w_R sweep scales each mode's own recipe weight; x0 is the M4 run, x1 the full method
+    for mode, w in (("quick", 30.0), ("full", 1.0)):
+        sweep = {c.label: c for c in TABLES["dfsr-fig4"].cells if mode in c.modes}
+        assert sweep[f"{w:g} (x1)"].id == "datafree-vdsr" and sweep["0 (x0)"].id == cells["M4"].id
+        assert sweep[f"{2 * w:g} (x2)"].recipe.overrides == (f"method.w_r={2 * w:g}",)
+
+
+def test_edsr_teachers_are_named_per_mode() -> None:
+    cell = next(c for c in TABLES["dfsr-table4"].cells if c.id == "datafree-edsr-x3")
+    assert "teacher.checkpoint=runs/teachers/edsr64-x3.safetensors" in _fmt(cell.recipe, 3, "quick")[1]
+    assert "teacher.checkpoint=runs/teachers/edsr256-x3.safetensors" in _fmt(cell.recipe, 3, "full")[1]
 
 
 # -- the plan --------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ every table, so the DUKD scratch RCAN is trained once for Tables 2 and 3, and DF
 Table 1, Table 2 and the w_R sweep. A cell is finished when its ``results.json`` holds every (scale, set) the
 table needs, measured on the final weights; an interrupted run continues with ``--resume``.
 
-Overrides may contain ``{s}``, replaced by the cell's scale. Every path in a config is relative to the folder
+Overrides may contain ``{s}``, replaced by the cell's scale, and ``{edsr}``, the mode's EDSR teacher name
+(``edsr64`` quick, ``edsr256`` full: ``runs/teachers/<name>-x<s>.safetensors``). Every path in a config is relative to the folder
 ``srkd reproduce`` runs in (the repository root, as for ``srkd train``).
 """
 
@@ -72,8 +73,15 @@ QUICK_SETS = ("Set5", "Set14", "B100")
 FULL_SETS = ("Set5", "Set14", "B100", "Urban100")
 
 
+# The EDSR teacher each mode's recipes distil from: --quick the 64 features / 32 blocks teachers (DUKD's ablation
+# teacher, trainable on modest hardware), --full the papers' 256 / 32 (configs/teachers/edsr{64,256}-32-x*.yaml).
+EDSR_TEACHER = {"quick": "edsr64", "full": "edsr256"}
+
+
 def _fmt(recipe: Recipe, s: int, mode: Mode) -> tuple[str, tuple[str, ...]]:
-    return recipe.stem(mode).format(s=s), tuple(o.format(s=s) for o in recipe.overrides)
+    """Config stem and overrides of a cell: ``{s}`` is its scale, ``{edsr}`` the mode's EDSR teacher name."""
+    keys = {"s": s, "edsr": EDSR_TEACHER[mode]}
+    return recipe.stem(mode).format(**keys), tuple(o.format(**keys) for o in recipe.overrides)
 
 
 # -- DFSR (data-free) -----------------------------------------------------------------------------------
@@ -83,10 +91,14 @@ def _switches(ad: bool, rs: bool, pd: bool) -> tuple[str, ...]:
 
 
 NOISE = ("method.inputs=noise", *_switches(False, False, False))
+# VDSR's input is the HR-size image: the paper's "images random sampled from uniform distribution" are fed to it
+# as they are (noise_size=input). LR-size noise bicubic-upscaled like a generator's output is the stricter,
+# like-for-like control (row "M1 (LR noise)" of Table 2); both are reported.
+VDSR_NOISE = (*NOISE, "method.noise_size=input")
 VDSR_DF = Recipe("datafree-vdsr-quick", "datafree-vdsr-paper")
 VDSR_STUDENT = Recipe("vdsr-half-scratch-quick", "vdsr-half-scratch-paper", ("scale={s}",))
 EDSR_DF = Recipe("datafree-edsr-quick", "datafree-edsr-paper",
-                 ("scale={s}", "teacher.checkpoint=runs/teachers/edsr-x{s}.safetensors"))
+                 ("scale={s}", "teacher.checkpoint=runs/teachers/{edsr}-x{s}.safetensors"))
 EDSR_HALF_STUDENT = Recipe("edsr-half-scratch-quick", "edsr-half-scratch-paper", ("scale={s}",))
 ALL = (2, 3, 4)
 
@@ -96,7 +108,7 @@ def _vdsr_cells() -> list[Cell]:
         Cell("teacher@datafree-vdsr", "Teacher", "teacher", VDSR_DF, ALL),
         *[Cell(f"vdsr-half-scratch-x{s}", "Student", "train", VDSR_STUDENT, (s,)) for s in ALL],
         Cell("bicubic", "Bicubic", "bicubic", None, ALL),
-        Cell("datafree-vdsr-m1", "Noise", "train", Recipe(VDSR_DF.quick, VDSR_DF.full, NOISE), ALL),
+        Cell("datafree-vdsr-m1", "Noise", "train", Recipe(VDSR_DF.quick, VDSR_DF.full, VDSR_NOISE), ALL),
         Cell("datafree-vdsr", "Ours", "train", VDSR_DF, ALL),
     ]
 
@@ -159,19 +171,27 @@ ABLATION_IDS = {"M1": "datafree-vdsr-m1", "M2": "datafree-vdsr-m2", "DFAD": "dat
 
 
 def _ablation_cell(label: str, ad: bool, rs: bool, pd: bool) -> Cell:
-    overrides = NOISE if label == "M1" else (() if (ad, rs, pd) == (True, True, True) else _switches(ad, rs, pd))
+    overrides = VDSR_NOISE if label == "M1" else (() if (ad, rs, pd) == (True, True, True) else _switches(ad, rs, pd))
     flags = (("AD", ad), ("RS", rs), ("PD", pd))
     return Cell(ABLATION_IDS[label], label, "train", Recipe(VDSR_DF.quick, VDSR_DF.full, overrides), (2,), flags)
 
 
-WR_VALUES = (0.0, 0.5, 1.0, 2.0, 3.0)
+# The w_R sweep as multiples of each recipe's own w_R: the paper's (w_R = 1, mean L1) and the quick recipe's
+# (w_R = 30 with the reference code's summed MSE, see configs/datafree-vdsr-quick.yaml) weigh L_R on different
+# scales, so "x1" is the recipe itself. x0 is M4 (adversarial + progressive, no L_R): the same run.
+WR_FACTORS = (0.0, 0.5, 1.0, 2.0, 3.0)
+WR_RECIPE = {"quick": 30.0, "full": 1.0}  # method.w_r of datafree-vdsr-quick.yaml / datafree-vdsr-paper.yaml
 
 
-def _wr_cell(w: float) -> Cell:
-    if w == 1.0:
-        return Cell("datafree-vdsr", "1", "train", VDSR_DF, (2,))
-    return Cell(f"datafree-vdsr-wr{w:g}", f"{w:g}", "train",
-                Recipe(VDSR_DF.quick, VDSR_DF.full, (f"method.w_r={w:g}",)), (2,))
+def _wr_cell(f: float, mode: Mode) -> Cell:
+    w = f * WR_RECIPE[mode]
+    label = f"{w:g} (x{f:g})"
+    if f == 1.0:
+        return Cell("datafree-vdsr", label, "train", VDSR_DF, (2,), modes=(mode,))
+    if f == 0.0:
+        return replace(_ablation_cell("M4", True, False, True), label=label, row=(), modes=(mode,))
+    return Cell(f"datafree-vdsr-wr{w:g}", label, "train",
+                Recipe(VDSR_DF.quick, VDSR_DF.full, (f"method.w_r={w:g}",)), (2,), modes=(mode,))
 
 
 def _edsr_df_cells() -> list[Cell]:
@@ -285,20 +305,29 @@ TABLES: dict[str, PaperTable] = {
         "dfsr-table2", "DFSR Table 2: ablation on VDSR x2 (AD adversarial, RS reconstruction, PD progressive)",
         ("method", "AD", "RS", "PD"), "dataset",
         tuple([_ablation_cell(n, ad, rs, pd) for n, ad, rs, pd, _p in DFSR_ABLATION]
-              + [Cell("vdsr-half-scratch-x2", "Student (291 images)", "train", VDSR_STUDENT, (2,),
+              + [Cell("datafree-vdsr-m1-lr", "M1 (LR noise)", "train",
+                      Recipe(VDSR_DF.quick, VDSR_DF.full, NOISE), (2,), (("AD", False), ("RS", False), ("PD", False))),
+                 Cell("datafree-vdsr-data-kd", "KD on 291 images", "train",
+                      Recipe("datafree-vdsr-quick-data", "datafree-vdsr-quick-data"), (2,),
+                      (("AD", None), ("RS", None), ("PD", None)), modes=("quick",)),
+                 Cell("vdsr-half-scratch-x2", "Student (291 images)", "train", VDSR_STUDENT, (2,),
                       (("AD", None), ("RS", None), ("PD", None)))]),
         {"quick": ("Set5",), "full": ("Set5",)},
         tuple({"method": n, "AD": ad, "RS": rs, "PD": pd, "dataset": "Set5", "psnr": p}
               for n, ad, rs, pd, p in DFSR_ABLATION)
         + ({"method": "Student (291 images)", "AD": None, "RS": None, "PD": None, "dataset": "Set5", "psnr": 37.36},),
-        ("The multi-scale runs are measured at x2 only, as in the paper.",),
+        ("The multi-scale runs are measured at x2 only, as in the paper.",
+         "M1 feeds uniform noise at VDSR's input size (the paper's Noise); M1 (LR noise) draws it at LR size and "
+         "bicubic-upscales it like a generator's output. KD on 291 images: the same distillation on real patches, "
+         "the ceiling of any synthetic input distribution at this budget (--quick only)."),
         metrics=(("psnr", "PSNR"), ("ssim", "SSIM")),
     ),
     "dfsr-fig4": PaperTable(
         "dfsr-fig4", "DFSR Fig. 4: influence of the reconstruction weight w_R (VDSR, Set5 x2)",
-        ("w_R",), "dataset", tuple(_wr_cell(w) for w in WR_VALUES),
+        ("w_R",), "dataset", tuple(_wr_cell(f, m) for m in ("quick", "full") for f in WR_FACTORS),
         {"quick": ("Set5",), "full": ("Set5",)}, (),
-        ("The paper gives this as a plot (best at w_R = 1), without numbers.",),
+        ("The paper gives this as a plot (best at w_R = 1), without numbers. Values are multiples of the recipe's "
+         "w_R (quick: 30 with summed MSE; full: the paper's 1 with mean L1); x0 is the M4 run of Table 2.",),
         label_key="w_R",
     ),
     "dfsr-table4": PaperTable(

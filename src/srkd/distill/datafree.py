@@ -236,12 +236,13 @@ class Method(MethodBase):
             return self.scales[0]
         return self.scales[int(torch.randint(len(self.scales), (1,), generator=self.rng))]
 
-    def _sample(self, scale: int, n: int) -> torch.Tensor:
+    def _sample(self, scale: int, n: int, rng: torch.Generator | None = None) -> torch.Tensor:
         """A batch of synthetic LR images in [0, 1] (graph kept when the generator needs gradients)."""
+        rng = self.rng if rng is None else rng
         size = self.cfg.image_size if self.raw_input_noise else self.lr_size[scale]
         if self.cfg.inputs == "noise":
-            return torch.rand(n, self.channels, size, size, generator=self.rng).to(self._device())
-        z = torch.randn(n, self.cfg.latent_dim, generator=self.rng).to(self._device())
+            return torch.rand(n, self.channels, size, size, generator=rng).to(self._device())
+        z = torch.randn(n, self.cfg.latent_dim, generator=rng).to(self._device())
         return self.generators[str(scale)](z)
 
     @torch.no_grad()
@@ -348,12 +349,15 @@ class Method(MethodBase):
     def sample_grid(self, n: int = 8) -> torch.Tensor:
         """Top row: synthetic LR images (nearest-enlarged), bottom row: the teacher's SR; one scale per row pair.
 
-        1-channel samples are shown three at a time as the R, G, B channels, as the paper's Fig. 3 does.
+        1-channel samples are shown three at a time as the R, G, B channels, as the paper's Fig. 3 does. The codes
+        come from a fixed stream of their own: every grid of a run shows the same codes (so successive grids show
+        the generator evolving), and writing grids never shifts the training draws.
         """
         rows = []
         per = 3 if self.channels == 1 else 1
+        rng = torch.Generator().manual_seed(0)
         for s in self.scales:
-            x = self._sample(s, n * per).float()
+            x = self._sample(s, n * per, rng).float()
             t = run_sr(self.teacher, x, s).float().clamp(0, 1)  # type: ignore[arg-type]
             up = F.interpolate(x, size=t.shape[-2:], mode="nearest")
             if per == 3:
