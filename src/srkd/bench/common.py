@@ -149,7 +149,17 @@ def target(what: str, value: float | None, op: str, goal: float, cpu_value: floa
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB, macOS bytes)."""
+    """Peak resident memory of this process so far, in MiB.
+
+    On Linux this is ``VmHWM`` of ``/proc/self/status``: ``getrusage``'s ``ru_maxrss`` survives ``fork`` + ``exec``,
+    so a fresh worker started by a big parent (``srkd bench all`` after the KD step) would report the parent's
+    peak as its own. Elsewhere ``ru_maxrss`` (macOS reports bytes, Linux KiB)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 

@@ -177,6 +177,13 @@ def loss_curves(jsonl_paths: Sequence[str | Path], labels: Sequence[str] | None 
     cols = min(3, n)
     rows = math.ceil(n / cols)
     fig = _figure(4.2 * cols, 3.0 * rows)
+    # One colour per run in every panel (a panel only draws the runs that log its term, so matplotlib's own
+    # colour cycle would give the same run different colours from panel to panel).
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
+
+    palette = [f"C{i}" for i in range(10)] if len(runs) <= 10 else [colormaps["tab20"](i % 20) for i in range(len(runs))]
+    colour = {label: palette[i] for i, (label, _t, _v) in enumerate(runs)}
     for i, term in enumerate(names):
         ax = fig.add_subplot(rows, cols, i + 1)
         positive = True
@@ -186,22 +193,24 @@ def loss_curves(jsonl_paths: Sequence[str | Path], labels: Sequence[str] | None 
                 xs = sorted(series)
                 ys = [series[x] for x in xs]
                 positive &= min(ys) > 0
-                ax.plot(xs, ys, label=label, linewidth=1.2)
+                ax.plot(xs, ys, label=label, linewidth=1.2, color=colour[label])
         if positive:
             ax.set_yscale("log")
         ax.set_title(term, fontsize=10)
         ax.set_xlabel("iteration", fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=8)
-        if len(runs) > 1 and i == 0:
-            ax.legend(fontsize=7)
+    if len(runs) > 1:  # one legend for the whole figure: every run, whichever panels it appears in
+        handles = [Line2D([], [], color=colour[label], linewidth=1.5) for label, _t, _v in runs]
+        fig.legend(handles, [label for label, _t, _v in runs], loc="outside lower center", ncol=min(len(runs), 5),
+                   fontsize=8, frameon=False)
     if has_val:
         ax = fig.add_subplot(rows, cols, n)
         for label, _train, val in runs:
             for set_name, series in val.items():
                 xs = sorted(series)
                 ax.plot(xs, [series[x] for x in xs], marker="o", markersize=3, linewidth=1.2,
-                        label=f"{label} {set_name}" if len(runs) > 1 else set_name)
+                        color=colour[label], label=f"{label} {set_name}" if len(runs) > 1 else set_name)
         ax.set_title("validation PSNR (dB, Y)", fontsize=10)
         ax.set_xlabel("iteration", fontsize=8)
         ax.grid(True, alpha=0.3)
