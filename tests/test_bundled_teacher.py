@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import shared_path
 
 from srkd.evaluation import evaluate_model
-from conftest import shared_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "src" / "srkd" / "assets" / "teachers" / "edsr64-16-x2.safetensors"

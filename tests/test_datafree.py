@@ -1,7 +1,7 @@
 """Data-free distillation (DFSR): generator shapes, where gradients go, progressive growth, baselines, resume.
 
 Tiny random VDSR/EDSR models keep every test well under a second; the real-teacher experiments live in
-benchmarks/results/datafree-vdsr-quick.md.
+benchmarks/results/dfsr-table2-quick.md.
 """
 
 from __future__ import annotations

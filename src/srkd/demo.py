@@ -62,10 +62,10 @@ class Budget:
     val_points: int = 4  # validations per act (for the PSNR curve; the reported student is the final one)
 
 
-# Measured, not guessed (src/srkd/assets/README.md): on 2 idle cores with bf16 + channels_last a DUKD step
-# (batch 16, LR 32) takes ~0.24 s and a data-free step ~0.10 s, so 800 + 600 steps and ~30 s of loading,
-# evaluation and report make about five minutes.
-DEFAULT_BUDGET = Budget(dukd_iterations=800, datafree_iterations=600)
+# Measured end to end (src/srkd/assets/README.md): on 2 idle cores with bf16 + channels_last a DUKD step
+# (batch 16, LR 32) takes ~0.54 s and a data-free step ~0.33 s, validations included; 350 + 350 steps and
+# ~10 s of evaluation, latency and report make about five minutes.
+DEFAULT_BUDGET = Budget(dukd_iterations=350, datafree_iterations=350)
 FAST_BUDGET = Budget(
     dukd_iterations=8,
     datafree_iterations=8,
