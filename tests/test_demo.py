@@ -107,6 +107,9 @@ def test_act_configs(tmp_path: Path) -> None:
         assert cfg.train.iterations == it and cfg.data.val == [demo.VAL_SET]
         assert cfg.sched.milestones == [int(it * 0.8)]  # the late decay
         assert cfg.train.channels_last and cfg.train.device == "cpu"
+        # val_points validations in all, the last one at the final iteration (the engine validates there anyway)
+        vals = {s for s in range(1, it + 1) if s % cfg.train.val_every == 0} | {it}
+        assert len(vals) == DEFAULT_BUDGET.val_points
     assert d.method.name == "dukd" and d.data.train == [demo.TRAIN_SET]
     assert f.method.name == "datafree" and f.data.train == []  # data-free: no training image at all
     assert sum(f.method.stages) == DEFAULT_BUDGET.datafree_iterations and len(f.method.stages) == 2

@@ -99,6 +99,17 @@ def test_dfsr_ablation_switches() -> None:
         assert sweep[f"{2 * w:g} (x2)"].recipe.overrides == (f"method.w_r={2 * w:g}",)
 
 
+def test_wr_sweep_factors_scale_the_recipes_own_weight() -> None:
+    """WR_RECIPE repeats method.w_r of the two VDSR recipes (the tables are built without reading configs)."""
+    from srkd.config_base import load_config
+    from srkd.engine.config import TrainConfig
+    from srkd.reproduce import VDSR_DF, WR_RECIPE
+
+    for mode in ("quick", "full"):
+        cfg = load_config(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / f"{VDSR_DF.stem(mode)}.yaml")
+        assert cfg.method.w_r == WR_RECIPE[mode]
+
+
 def test_edsr_teachers_are_named_per_mode() -> None:
     cell = next(c for c in TABLES["dfsr-table4"].cells if c.id == "datafree-edsr-x3")
     assert "teacher.checkpoint=runs/teachers/edsr64-x3.safetensors" in _fmt(cell.recipe, 3, "quick")[1]

@@ -122,7 +122,9 @@ def train_precision(device: torch.device) -> str:
 
 # -- the two acts as engine configs --------------------------------------------------------------------------
 def _common(opts: DemoOptions, budget: Budget, name: str, iterations: int, device: torch.device) -> dict:
-    every = max(1, iterations // max(budget.val_points, 1))
+    # Rounded up, so the last validation is the run's final one (the engine always validates at the end):
+    # rounding down validated twice in a row, e.g. at 348 and 350 of 350 iterations.
+    every = max(1, -(-iterations // max(budget.val_points, 1)))
     return {
         "name": f"demo-{name}",
         "seed": opts.seed,
