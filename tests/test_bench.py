@@ -79,13 +79,20 @@ def test_upscale_quick(tmp_path):
 def test_kd_accuracy_quick(tmp_path):
     result = run_quick("kd-accuracy", tmp_path, "--steps", "2", "--seeds", "0,1")
     m = result["metrics"]
-    assert [(r["seed"], r["precision"]) for r in m["runs"]] == [(0, "fp32"), (0, "bf16"), (1, "fp32"), (1, "bf16")]
+    runs = [(r["seed"], r["precision"]) for r in m["runs"]]
+    assert runs == [(s, p) for s in (0, 1) for p in ("fp32", "fp32-cl", "bf16")]
     assert list(m["runs"][0]["psnr_y"]) == ["0", "1", "2"]
     # same initial weights per seed: identical before training, close after two steps; seeds differ
-    for fp32, bf16 in (m["runs"][0:2], m["runs"][2:4]):
-        assert fp32["psnr_y"]["0"] == bf16["psnr_y"]["0"]
-    assert m["runs"][0]["psnr_y"]["0"] != m["runs"][2]["psnr_y"]["0"]
+    for fp32, control, bf16 in (m["runs"][0:3], m["runs"][3:6]):
+        assert fp32["psnr_y"]["0"] == control["psnr_y"]["0"] == bf16["psnr_y"]["0"]
+    assert m["runs"][0]["psnr_y"]["0"] != m["runs"][3]["psnr_y"]["0"]
     assert abs(m["psnr_bf16_minus_fp32_db"]) < 0.05 and m["fp32_seed_spread_db"] > 0
+    # the control differs from fp32 only by summation order: far closer after two steps than bf16 may be
+    assert m["control_abs_minus_fp32_db_mean"] < 0.005
+    assert [p["control_minus_fp32_db"] for p in m["per_seed"]] == [
+        m["runs"][1]["final_psnr_y"] - m["runs"][0]["final_psnr_y"],
+        m["runs"][4]["final_psnr_y"] - m["runs"][3]["final_psnr_y"],
+    ]
 
 
 def test_registry_and_all():

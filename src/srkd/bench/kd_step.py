@@ -351,6 +351,11 @@ def describe(result: dict[str, Any]) -> list[str]:
 
 
 # -- accuracy side: bf16 vs fp32 student after a short run -----------------------------------------------------
+# "fp32-cl" is the control: fp32 again, in channels_last, so oneDNN sums the same products in another order. Its
+# only difference from the fp32 run is rounding at the 1e-7 level; how far it drifts from fp32 after the run is
+# how much the training trajectory amplifies *any* perturbation, the floor under which bf16 cannot be judged.
+PRECISION_RUNS = ("fp32", "fp32-cl", "bf16")
+
 def run_accuracy(opts: BenchOptions) -> dict[str, Any]:
     """Train the same student twice (same init, batches and random draws), in fp32 and in bf16; compare PSNR.
 
@@ -358,7 +363,8 @@ def run_accuracy(opts: BenchOptions) -> dict[str, Any]:
     pretrained x4 EDSR ships with srkd; ``--teacher CHECKPOINT`` uses a trained one. The student is evaluated in
     fp32 on the bundled validation photos (Y channel, x4, border 4) every ``steps // 4`` iterations. With several
     ``--seeds`` (initial weights, batches and draws all change with the seed), the spread of the fp32 results
-    across seeds shows how large a difference ordinary run-to-run variation makes at this budget.
+    across seeds shows how large a difference ordinary run-to-run variation makes at this budget. Each seed also
+    trains the fp32 control of ``PRECISION_RUNS``.
     """
     import tempfile
 
@@ -388,10 +394,11 @@ def run_accuracy(opts: BenchOptions) -> dict[str, Any]:
         for seed in seeds:
             sampler = sample_sampler(setting.scale, setting.lr_patch, setting.batch_size, seed=seed,
                                      split="val" if opts.quick else "train")
-            for precision in ("fp32", "bf16"):
+            for precision in PRECISION_RUNS:
                 torch.manual_seed(seed)
                 student = build_model("edsr", scale=setting.scale, **setting.student)
-                step = SrkdStep(method, student, make_teacher(), setting.scale, device, precision=precision,
+                step = SrkdStep(method, student, make_teacher(), setting.scale, device,
+                                precision="bf16" if precision == "bf16" else "fp32",
                                 channels_last=precision != "fp32")
                 torch.manual_seed(seed + 1)  # crops and augmentations: the same draws in both runs
                 curve, losses = {}, []
@@ -407,8 +414,10 @@ def run_accuracy(opts: BenchOptions) -> dict[str, Any]:
                 runs.append({"seed": seed, "precision": precision, "psnr_y": curve, "final_psnr_y": curve[steps],
                              "final_loss": losses[-1]})
     final = {(r["seed"], r["precision"]): r["final_psnr_y"] for r in runs}
-    per_seed = [{"seed": s, "bf16_minus_fp32_db": final[s, "bf16"] - final[s, "fp32"]} for s in seeds]
+    per_seed = [{"seed": s, "bf16_minus_fp32_db": final[s, "bf16"] - final[s, "fp32"],
+                 "control_minus_fp32_db": final[s, "fp32-cl"] - final[s, "fp32"]} for s in seeds]
     diff = sum(p["bf16_minus_fp32_db"] for p in per_seed) / len(per_seed)
+    control = sum(abs(p["control_minus_fp32_db"]) for p in per_seed) / len(per_seed)
     fp32_finals = [final[s, "fp32"] for s in seeds]
     return {
         "config": {
@@ -429,6 +438,7 @@ def run_accuracy(opts: BenchOptions) -> dict[str, Any]:
             "per_seed": per_seed,
             "psnr_bf16_minus_fp32_db": diff,
             "fp32_seed_spread_db": max(fp32_finals) - min(fp32_finals) if len(seeds) > 1 else None,
+            "control_abs_minus_fp32_db_mean": control,
         },
         "targets": [target("|PSNR bf16 - fp32| after the run, mean over seeds (dB)", abs(diff), "<=", 0.02)],
     }
@@ -443,6 +453,10 @@ def describe_accuracy(result: dict[str, Any]) -> list[str]:
     steps = result["config"]["steps"]
     for p in m["per_seed"]:
         lines.append(f"seed {p['seed']}: bf16 - fp32 after {steps} steps: {p['bf16_minus_fp32_db']:+.4f} dB")
+    for p in m["per_seed"]:
+        if "control_minus_fp32_db" in p:
+            lines.append(f"seed {p['seed']}: control (fp32 channels_last) - fp32 after {steps} steps: "
+                         f"{p['control_minus_fp32_db']:+.4f} dB (summation order alone)")
     if m["fp32_seed_spread_db"] is not None:
         lines.append(f"fp32 final PSNR spread across seeds: {m['fp32_seed_spread_db']:.4f} dB (run-to-run variation)")
     return lines
