@@ -119,6 +119,28 @@ def test_pivot_table_has_the_papers_layout() -> None:
     assert '<th colspan="2">Teacher</th>' in html and html.count("<b>") == 6
 
 
+def test_pivot_table_with_methods_as_rows_bolds_the_best_of_each_column_per_group() -> None:
+    # DUKD Table 2's layout: rows (scale, model, method), one column per dataset; the best method is chosen
+    # within each (scale, model) group, never across models, and reference rows are left out.
+    entries = [
+        {"scale": 4, "model": model, "method": m, "dataset": ds, "psnr": p + d, "ssim": p / 40}
+        for model, base in (("EDSR", 30.0), ("RCAN", 31.0))
+        for m, p in (("Scratch", base), ("DUKD", base + 0.5), ("Teacher", base + 2))
+        for ds, d in (("Set5", 0.0), ("B100", -3.0))
+    ]
+    md, html = pivot_table(entries, ["scale", "model", "method"], "dataset", best_within=2, no_best=["Teacher"])
+    rows = {line.split("|")[3].strip(): line for line in md.strip().splitlines()[2:]}
+    assert md.count("**") == 2 * 8  # per model: DUKD's PSNR and SSIM on both datasets
+    for line in md.strip().splitlines()[2:]:
+        method = line.split("|")[3].strip()
+        assert ("**" in line.split("|")[4]) == (method == "DUKD")  # Set5 PSNR: DUKD of each model, not Teacher
+    assert rows["DUKD"].count("**") == 8 and html.count("<b>") == 8
+    md, _html = pivot_table(entries, ["scale", "model", "method"], "dataset", fmt_row={"scale": lambda s: f"x{s}"})
+    assert md.startswith("| Scale | Model | Method |")
+    assert pivot_table([{"AD": True, "dataset": "Set5", "psnr": 1.0, "ssim": 0.1}], ["AD"], "dataset")[0].startswith(
+        "| AD |")
+
+
 # -- figures ---------------------------------------------------------------------------------------------
 def test_auto_crop_finds_the_worst_bicubic_region_and_crop_psnr() -> None:
     hr = torch.full((3, 96, 96), 0.5)

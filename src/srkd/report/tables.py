@@ -84,6 +84,7 @@ def pivot_table(
     row_order: Mapping[str, Sequence[Any]] | None = None,
     no_best: Iterable[Any] = ("Teacher",),
     fmt_row: Mapping[str, Any] | None = None,
+    best_within: int | None = None,
 ) -> tuple[str, str]:
     """``(markdown, html)`` of ``entries`` in a paper's layout.
 
@@ -92,6 +93,9 @@ def pivot_table(
     unless ``row_order``/``column_order`` say otherwise; a repeated leading row key is printed once, as the
     papers do. Missing cells show ``–``. ``no_best``: column groups never bolded (e.g. the teacher).
     ``fmt_row``: per row key, a callable turning its value into text (e.g. ``2 -> "x2"``).
+    ``best_within``: for tables whose *rows* are the methods (the index of the method in ``rows``), bold the best
+    of each column instead, among the rows that share the row keys before that index (e.g. rows ``(scale, model,
+    method)``, index 2: the best method per scale and model); ``no_best`` then names rows (methods) to leave out.
     """
     fmt_row = dict(fmt_row or {})
     row_order = dict(row_order or {})
@@ -107,12 +111,16 @@ def pivot_table(
         cell[(tuple(e[r] for r in rows), e[column])] = e
     skip = set(no_best)
 
-    def best(key: tuple[Any, ...], metric: str) -> float | None:
-        vals = [
-            float(cell[(key, c)][metric])
-            for c in columns
-            if c not in skip and (key, c) in cell and _finite(cell[(key, c)].get(metric))
-        ]
+    def best(key: tuple[Any, ...], col: Any, metric: str) -> float | None:
+        if best_within is None:
+            if col in skip:
+                return None
+            pairs = [(key, c) for c in columns if c not in skip]
+        else:
+            if key[best_within] in skip:
+                return None
+            pairs = [(k, col) for k in keys if k[:best_within] == key[:best_within] and k[best_within] not in skip]
+        vals = [float(cell[p][metric]) for p in pairs if p in cell and _finite(cell[p].get(metric))]
         return max(vals) if len(vals) > 1 else None
 
     def row_text(i: int, value: Any) -> str:
@@ -134,8 +142,8 @@ def pivot_table(
             e = cell.get((key, c))
             for m, _title in metrics:
                 v = e.get(m) if e is not None else None
-                b = best(key, m)
-                is_best = b is not None and c not in skip and _finite(v) and abs(float(v) - b) < 1e-12
+                b = best(key, c, m)
+                is_best = b is not None and _finite(v) and abs(float(v) - b) < 1e-12
                 values.append((fmt_value(m, float(v)) if _finite(v) else MISSING, is_best))
         md_rows.append(shown + [f"**{t}**" if b else t for t, b in values])
         html_rows.append(
@@ -145,9 +153,9 @@ def pivot_table(
             + "</tr>"
         )
     titles = [t for _m, t in metrics]
-    md_header = [r.capitalize() for r in rows] + [f"{c} {t}" for c in columns for t in titles]
+    md_header = [_header(r) for r in rows] + [f"{c} {t}" for c in columns for t in titles]
     md = _md(md_header, md_rows)
-    top = "".join(f'<th rowspan="2">{html.escape(r.capitalize())}</th>' for r in rows) + "".join(
+    top = "".join(f'<th rowspan="2">{html.escape(_header(r))}</th>' for r in rows) + "".join(
         f'<th colspan="{len(titles)}">{html.escape(str(c))}</th>' for c in columns
     )
     sub = "".join(f"<th>{html.escape(t)}</th>" for _c in columns for t in titles)
@@ -156,6 +164,11 @@ def pivot_table(
         f"<tbody>{''.join(html_rows)}</tbody></table>"
     )
     return md, out
+
+
+def _header(key: str) -> str:
+    """A row key as a column header: first letter up, the rest kept (``AD`` stays ``AD``, not ``Ad``)."""
+    return key[:1].upper() + key[1:]
 
 
 def _finite(v: Any) -> bool:
