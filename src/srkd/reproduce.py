@@ -11,7 +11,7 @@ Table 1, Table 2 and the w_R sweep. A cell is finished when its ``results.json``
 table needs, measured on the final weights; an interrupted run continues with ``--resume``.
 
 Overrides may contain ``{s}``, replaced by the cell's scale, and ``{edsr}``, the mode's EDSR teacher name
-(``edsr64`` quick, ``edsr256`` full: ``runs/teachers/<name>-x<s>.safetensors``). Every path in a config is relative to the folder
+(``edsr64`` quick, ``edsr256`` full: ``teachers/<name>-x<s>.safetensors``). Every path in a config is relative to the folder
 ``srkd reproduce`` runs in (the repository root, as for ``srkd train``).
 """
 
@@ -66,6 +66,7 @@ class PaperTable:
     notes: tuple[str, ...] = ()
     metrics: tuple[tuple[str, str], ...] = (("psnr", "PSNR"), ("ssim", "SSIM"))
     label_key: str = "method"  # the layout key a cell's label fills
+    references: tuple[str, ...] = ("Teacher",)  # labels shown for comparison, never bolded (teacher, data-trained)
     figures: tuple[str, ...] = ("loss", "visual", "samples", "sweep")  # report figures (srkd.report.build.FIGURES)
 
 
@@ -98,7 +99,7 @@ VDSR_NOISE = (*NOISE, "method.noise_size=input")
 VDSR_DF = Recipe("datafree-vdsr-quick", "datafree-vdsr-paper")
 VDSR_STUDENT = Recipe("vdsr-half-scratch-quick", "vdsr-half-scratch-paper", ("scale={s}",))
 EDSR_DF = Recipe("datafree-edsr-quick", "datafree-edsr-paper",
-                 ("scale={s}", "teacher.checkpoint=runs/teachers/{edsr}-x{s}.safetensors"))
+                 ("scale={s}", "teacher.checkpoint=teachers/{edsr}-x{s}.safetensors"))
 EDSR_HALF_STUDENT = Recipe("edsr-half-scratch-quick", "edsr-half-scratch-paper", ("scale={s}",))
 ALL = (2, 3, 4)
 
@@ -300,6 +301,7 @@ TABLES: dict[str, PaperTable] = {
         _rows(DFSR_T1_PAPER, ("dataset", "scale"), DFSR_METHODS, "method"),
         ("Student: VDSR-half trained on the 291 images (T91 + BSD200), one run per scale; the paper's student is "
          "one multi-scale network.",),
+        references=("Teacher", "Student"),
     ),
     "dfsr-table2": PaperTable(
         "dfsr-table2", "DFSR Table 2: ablation on VDSR x2 (AD adversarial, RS reconstruction, PD progressive)",
@@ -321,6 +323,7 @@ TABLES: dict[str, PaperTable] = {
          "bicubic-upscales it like a generator's output. KD on 291 images: the same distillation on real patches, "
          "the ceiling of any synthetic input distribution at this budget (--quick only)."),
         metrics=(("psnr", "PSNR"), ("ssim", "SSIM")),
+        references=("KD on 291 images", "Student (291 images)"),
     ),
     "dfsr-fig4": PaperTable(
         "dfsr-fig4", "DFSR Fig. 4: influence of the reconstruction weight w_R (VDSR, Set5 x2)",
@@ -329,6 +332,7 @@ TABLES: dict[str, PaperTable] = {
         ("The paper gives this as a plot (best at w_R = 1), without numbers. Values are multiples of the recipe's "
          "w_R (quick: 30 with summed MSE; full: the paper's 1 with mean L1); x0 is the M4 run of Table 2.",),
         label_key="w_R",
+        references=(),
     ),
     "dfsr-table4": PaperTable(
         "dfsr-table4", "DFSR Table 4: EDSR teacher -> EDSR-half student, data-free (PSNR/SSIM)",
@@ -336,6 +340,7 @@ TABLES: dict[str, PaperTable] = {
         {"quick": QUICK_SETS, "full": FULL_SETS},
         _rows(DFSR_T4_PAPER, ("dataset", "scale"), DFSR_METHODS, "method"),
         ("Teachers: the paper's EDSR (256 features, 32 blocks) trained on DIV2K; --quick uses the shipped teachers.",),
+        references=("Teacher", "Student"),
     ),
     "dukd-table2": PaperTable(
         "dukd-table2", "DUKD Table 2: Scratch / KD / FAKD / CSD / DUKD students of EDSR, RCAN, SwinIR",
@@ -347,6 +352,7 @@ TABLES: dict[str, PaperTable] = {
         ("--quick runs the x4 cells only (the quick recipes are x4); --full all three scales.",
          "The paper's models are trained on DIV2K; --quick recipes train on T91 + BSD200 + General100."),
         figures=DUKD_FIGURES,
+        references=(),
     ),
     "dukd-table3": PaperTable(
         "dukd-table3", "DUKD Table 3: heterogeneous distillation into RCAN (x4)",
@@ -363,6 +369,7 @@ TABLES: dict[str, PaperTable] = {
         _rows(DUKD_T3_PAPER, ("teacher", "student"), FULL_SETS, "dataset"),
         label_key="teacher",
         figures=DUKD_FIGURES,
+        references=(),
     ),
     "dukd-table4": PaperTable(
         "dukd-table4", "DUKD Table 4: ablation of zoom-in, zoom-out and invertible augmentations (EDSR x4)",
@@ -372,6 +379,7 @@ TABLES: dict[str, PaperTable] = {
         ("Teacher EDSR 64f/32b, student 16f/32b. The paper's numbers for this table are not in the text available "
          "here; it reports +0.31 dB on Urban100 from zoom-in and +0.16 dB more from zoom-out and augmentations.",),
         figures=DUKD_FIGURES,
+        references=(),
     ),
 }
 
@@ -641,16 +649,23 @@ def paper_sections(plan: Plan) -> list[Any]:
         row_order[t.label_key] = order
     fmt = {"scale": lambda s: f"×{s}"}
     blocks: list[Any] = []
+    within = t.rows.index(t.label_key) if t.label_key in t.rows else None
+    if within is None:
+        where = "of each row"
+    else:
+        group = " and ".join(t.rows[:within])
+        where = f"of each column{f' per {group}' if group else ''}"
+    aside = f", {' / '.join(t.references)} aside" if t.references else ""
     if measured:
         md, html = pivot_table(measured, t.rows, t.column, metrics=t.metrics, column_order=col_order,
-                               row_order=row_order, fmt_row=fmt)
+                               row_order=row_order, fmt_row=fmt, no_best=t.references, best_within=within)
         blocks.append(Table(md, html, f"Measured with `srkd reproduce {t.key} --{plan.mode}` (PSNR dB / SSIM, Y "
-                                      "channel, border = scale); best of each row in bold, the teacher aside."))
+                                      f"channel, border = scale); best {where} in bold{aside}."))
     else:
         blocks.append("Not shown: no cell is measured yet.")
     if t.paper:
         md, html = pivot_table(list(t.paper), t.rows, t.column, metrics=t.metrics, column_order=col_order,
-                               row_order=row_order, fmt_row=fmt)
+                               row_order=row_order, fmt_row=fmt, no_best=t.references, best_within=within)
         blocks.append(Table(md, html, "Published in the paper."))
         keys = (*t.rows, t.column)
         published = {tuple(e[k] for k in keys): e for e in t.paper}
@@ -658,7 +673,7 @@ def paper_sections(plan: Plan) -> list[Any]:
                  for e in measured if tuple(e[k] for k in keys) in published]
         if diffs:
             md, html = pivot_table(diffs, t.rows, t.column, metrics=(("dpsnr", "ΔPSNR"),), column_order=col_order,
-                                   row_order=row_order, fmt_row=fmt, no_best=order)
+                                   row_order=row_order, fmt_row=fmt, no_best=order, best_within=within)
             blocks.append(Table(md, html, "Measured minus published PSNR (dB)."))
     blocks += list(t.notes)
     if plan.mode == "quick":
