@@ -103,9 +103,9 @@ def test_full_recipes_use_the_paper_settings() -> None:
     fakd = _cfg("rcan-x2-fakd").method
     assert (fakd.alpha, fakd.feature_weight) == (0.5, 10.0)
     teacher = _cfg("edsr-x4-kd").teacher
-    assert teacher is not None and teacher.checkpoint == "runs/teachers/edsr256-x4.safetensors"
+    assert teacher is not None and teacher.checkpoint == "teachers/edsr256-x4.safetensors"
     quick = _cfg("edsr-x4-kd-quick").teacher  # the 64f/32b teacher has a name of its own
-    assert quick is not None and quick.checkpoint == "runs/teachers/edsr64-x4.safetensors"
+    assert quick is not None and quick.checkpoint == "teachers/edsr64-x4.safetensors"
     big = load_config(TrainConfig, CONFIGS / "teachers" / "edsr256-32-x2.yaml")
     assert big.student.kwargs == {"n_feats": 256, "n_resblocks": 32, "res_scale": 0.1}
     assert load_config(TrainConfig, CONFIGS / "teachers" / "rcan-20-x4.yaml").student.kwargs["n_resblocks"] == 20

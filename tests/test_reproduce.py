@@ -112,8 +112,8 @@ def test_wr_sweep_factors_scale_the_recipes_own_weight() -> None:
 
 def test_edsr_teachers_are_named_per_mode() -> None:
     cell = next(c for c in TABLES["dfsr-table4"].cells if c.id == "datafree-edsr-x3")
-    assert "teacher.checkpoint=runs/teachers/edsr64-x3.safetensors" in _fmt(cell.recipe, 3, "quick")[1]
-    assert "teacher.checkpoint=runs/teachers/edsr256-x3.safetensors" in _fmt(cell.recipe, 3, "full")[1]
+    assert "teacher.checkpoint=teachers/edsr64-x3.safetensors" in _fmt(cell.recipe, 3, "quick")[1]
+    assert "teacher.checkpoint=teachers/edsr256-x3.safetensors" in _fmt(cell.recipe, 3, "full")[1]
 
 
 # -- the plan --------------------------------------------------------------------------------------------
