@@ -61,8 +61,25 @@ def _corrupt_png() -> bytes:
     return bytes(data)
 
 
+def _png16(channels: int) -> bytes:
+    """A 16-bit-per-channel RGB/RGBA PNG written by hand (Pillow cannot write one)."""
+    import struct
+    import zlib
+
+    arr = (np.arange(32 * 32 * channels).reshape(32, 32, channels) * 61 % 65536).astype(">u2")
+    raw = b"".join(b"\x00" + row.tobytes() for row in arr)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 32, 32, 16, 2 if channels == 3 else 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
 # name -> (bytes, words the error line must contain)
 BROKEN = {
+    "rgb16.png": (_png16(3), "16-bit"),
+    "rgba16.png": (_png16(4), "16-bit"),
     "truncated.png": (GOOD_PNG[: len(GOOD_PNG) // 2], "truncated"),
     "corrupt.png": (_corrupt_png(), "corrupt"),
     "truncated.jpg": (GOOD_JPG[: len(GOOD_JPG) // 3], "truncated"),

@@ -9,8 +9,9 @@ Policy for unusual files (each case is tested):
 - palette (``P``) and ``CMYK``: converted to RGB;
 - alpha (``RGBA``, ``LA``, palette with transparency): the alpha channel is dropped, colours kept (IMREAD_COLOR
   does the same); a warning is emitted once per file when the alpha is not fully opaque;
-- 16-bit or float images (``I;16``, ``I``, ``F``): rejected, because rescaling them to 8 bits silently would
-  change PSNR; convert them explicitly first;
+- 16-bit or float images (``I;16``, ``I``, ``F``, and 16-bit-per-channel colour files, which Pillow would
+  otherwise decode to 8 bits by keeping the high byte): rejected, because rescaling them to 8 bits silently
+  would change PSNR; convert them explicitly first;
 - truncated or corrupt files, non-images, missing files: :class:`~srkd.errors.DataError` naming the file.
 """
 
@@ -67,6 +68,12 @@ def read_image(path: str | Path, mode: str = "rgb") -> torch.Tensor:
         with Image.open(path) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise DataError(f"{path}: {img.width}x{img.height} is too large (limit {MAX_PIXELS} pixels)")
+            if _sixteen_bit_colour(img):
+                raise DataError(
+                    f"{path}: 16-bit-per-channel colour images are not supported (Pillow would keep only the high "
+                    "byte of each sample); convert to 8-bit first, e.g. with OpenCV: "
+                    "cv2.imwrite(out, (cv2.imread(path, cv2.IMREAD_UNCHANGED) / 257).round().astype('uint8'))"
+                )
             img.load()
             array = _to_array(img, path, mode)
     except DataError:
@@ -78,6 +85,20 @@ def read_image(path: str | Path, mode: str = "rgb") -> torch.Tensor:
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def _sixteen_bit_colour(img: Image.Image) -> bool:
+    """Whether Pillow is about to decode 16-bit colour samples into 8-bit ``RGB``/``RGBA`` (raw modes such as
+    ``RGB;16B`` of a 16-bit PNG or TIFF): read from the decoder tiles, before ``load()`` discards them."""
+    if img.mode not in ("RGB", "RGBA"):
+        return False
+    for tile in getattr(img, "tile", None) or ():
+        rawmode = tile[3] if len(tile) > 3 else None
+        if isinstance(rawmode, tuple):
+            rawmode = rawmode[0] if rawmode else None
+        if isinstance(rawmode, str) and ";16" in rawmode:
+            return True
+    return False
 
 
 def _to_array(img: Image.Image, path: Path, mode: str) -> np.ndarray:
