@@ -137,7 +137,38 @@ def test_swinir_trains_after_inference_mode_and_in_bf16() -> None:
     model.train()(x).mean().backward()
     assert model.body[0].residual_group.blocks[1].attn.qkv.weight.grad is not None
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert model(x).dtype == torch.bfloat16
+        assert model(x).dtype == torch.float32  # residual stream and output in fp32 (fp32_stream)
+
+
+@pytest.mark.parametrize("arch", sorted(TINY))
+def test_residual_stream_stays_fp32_under_autocast(arch: str) -> None:
+    """Under bf16 autocast the convolutions run in bf16 but the residual sums do not (see ``fp32_stream``)."""
+    torch.manual_seed(0)
+    model = build_model(arch, scale=2, **TINY[arch]).eval()
+    x = torch.rand(1, 3, 12, 12)
+    body_dtypes: list[torch.dtype] = []
+    model.body.register_forward_hook(lambda _m, _i, out: body_dtypes.append(out.dtype))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out.dtype == torch.float32 and body_dtypes == [torch.float32]
+    with torch.no_grad():
+        assert model(x).dtype == torch.float32 and body_dtypes[-1] == torch.float32
+
+
+def test_fp32_stream_beats_a_bf16_stream() -> None:
+    """Already at initialisation a 32-block stream kept in bf16 lands ~1.5x further from the fp32 output (in
+    training the larger effect is on small residual updates; see benchmarks/README.md, kd-accuracy)."""
+    torch.manual_seed(0)
+    model = build_model("edsr", scale=2, n_feats=16, n_resblocks=32).eval()
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fp32_err = (model(x) - ref).abs().mean()
+            feats = model.head(model.shift.normalize(x))  # the same forward with the stream left in bf16
+            feats = feats + model.conv_after_body(model.body(feats))
+            bf16_err = (model.shift.denormalize(model.tail(feats).float()) - ref).abs().mean()
+    assert fp32_err * 1.3 < bf16_err, (fp32_err, bf16_err)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from srkd.errors import SrkdError
-from srkd.models.edsr_arch import DIV2K_RGB_MEAN, MeanShift, make_tail
+from srkd.models.edsr_arch import DIV2K_RGB_MEAN, MeanShift, fp32_stream, make_tail
 from srkd.models.taps import standard_taps
 
 
@@ -100,9 +100,9 @@ class RCAN(nn.Module):
         self.tail = make_tail(self.scale, n_feats, in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.shift.normalize(x))
+        x = fp32_stream(self.head(self.shift.normalize(x)))  # residual stream in fp32 under autocast
         x = x + self.conv_after_body(self.body(x))
-        return self.shift.denormalize(self.tail(x))
+        return self.shift.denormalize(fp32_stream(self.tail(x)))
 
     def feature_taps(self) -> dict[str, str]:
         return standard_taps(self.body, body_out="conv_after_body")

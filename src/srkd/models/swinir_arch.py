@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from srkd.errors import SrkdError
-from srkd.models.edsr_arch import DIV2K_RGB_MEAN, MeanShift, make_tail
+from srkd.models.edsr_arch import DIV2K_RGB_MEAN, MeanShift, fp32_stream, make_tail
 from srkd.models.taps import standard_taps
 
 
@@ -302,9 +302,9 @@ class SwinIR(nn.Module):
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        x = self.head(self.shift.normalize(x))
+        x = fp32_stream(self.head(self.shift.normalize(x)))  # residual stream in fp32 under autocast
         x = x + self.conv_after_body(self.norm(self.body(self.patch_embed(x))))
-        x = self.shift.denormalize(self.tail(x))
+        x = self.shift.denormalize(fp32_stream(self.tail(x)))
         return x[..., : h * self.scale, : w * self.scale]
 
     def feature_taps(self) -> dict[str, str]:
