@@ -66,7 +66,7 @@ class PaperTable:
     notes: tuple[str, ...] = ()
     metrics: tuple[tuple[str, str], ...] = (("psnr", "PSNR"), ("ssim", "SSIM"))
     label_key: str = "method"  # the layout key a cell's label fills
-    references: tuple[str, ...] = ("Teacher",)  # labels shown for comparison, never bolded (teacher, data-trained)
+    references: tuple[str, ...] = ()  # labels shown for comparison, never bolded (teacher, data-trained)
     figures: tuple[str, ...] = ("loss", "visual", "samples", "sweep")  # report figures (srkd.report.build.FIGURES)
 
 
@@ -332,7 +332,6 @@ TABLES: dict[str, PaperTable] = {
         ("The paper gives this as a plot (best at w_R = 1), without numbers. Values are multiples of the recipe's "
          "w_R (quick: 30 with summed MSE; full: the paper's 1 with mean L1); x0 is the M4 run of Table 2.",),
         label_key="w_R",
-        references=(),
     ),
     "dfsr-table4": PaperTable(
         "dfsr-table4", "DFSR Table 4: EDSR teacher -> EDSR-half student, data-free (PSNR/SSIM)",
@@ -352,7 +351,6 @@ TABLES: dict[str, PaperTable] = {
         ("--quick runs the x4 cells only (the quick recipes are x4); --full all three scales.",
          "The paper's models are trained on DIV2K; --quick recipes train on T91 + BSD200 + General100."),
         figures=DUKD_FIGURES,
-        references=(),
     ),
     "dukd-table3": PaperTable(
         "dukd-table3", "DUKD Table 3: heterogeneous distillation into RCAN (x4)",
@@ -369,7 +367,6 @@ TABLES: dict[str, PaperTable] = {
         _rows(DUKD_T3_PAPER, ("teacher", "student"), FULL_SETS, "dataset"),
         label_key="teacher",
         figures=DUKD_FIGURES,
-        references=(),
     ),
     "dukd-table4": PaperTable(
         "dukd-table4", "DUKD Table 4: ablation of zoom-in, zoom-out and invertible augmentations (EDSR x4)",
@@ -379,7 +376,6 @@ TABLES: dict[str, PaperTable] = {
         ("Teacher EDSR 64f/32b, student 16f/32b. The paper's numbers for this table are not in the text available "
          "here; it reports +0.31 dB on Urban100 from zoom-in and +0.16 dB more from zoom-out and augmentations.",),
         figures=DUKD_FIGURES,
-        references=(),
     ),
 }
 

@@ -354,7 +354,7 @@ def describe(result: dict[str, Any]) -> list[str]:
 # "fp32-cl" is the control: fp32 again, in channels_last, so oneDNN sums the same products in another order. Its
 # only difference from the fp32 run is rounding at the 1e-7 level; how far it drifts from fp32 after the run is
 # how much the training trajectory amplifies *any* perturbation, the floor under which bf16 cannot be judged.
-PRECISION_RUNS = ("fp32", "fp32-cl", "bf16")
+PRECISION_RUNS = {"fp32": ("fp32", False), "fp32-cl": ("fp32", True), "bf16": ("bf16", True)}  # (precision, channels_last)
 
 def run_accuracy(opts: BenchOptions) -> dict[str, Any]:
     """Train the same student twice (same init, batches and random draws), in fp32 and in bf16; compare PSNR.
@@ -394,12 +394,11 @@ def run_accuracy(opts: BenchOptions) -> dict[str, Any]:
         for seed in seeds:
             sampler = sample_sampler(setting.scale, setting.lr_patch, setting.batch_size, seed=seed,
                                      split="val" if opts.quick else "train")
-            for precision in PRECISION_RUNS:
+            for run_name, (precision, channels_last) in PRECISION_RUNS.items():
                 torch.manual_seed(seed)
                 student = build_model("edsr", scale=setting.scale, **setting.student)
-                step = SrkdStep(method, student, make_teacher(), setting.scale, device,
-                                precision="bf16" if precision == "bf16" else "fp32",
-                                channels_last=precision != "fp32")
+                step = SrkdStep(method, student, make_teacher(), setting.scale, device, precision=precision,
+                                channels_last=channels_last)
                 torch.manual_seed(seed + 1)  # crops and augmentations: the same draws in both runs
                 curve, losses = {}, []
                 for it in range(steps + 1):
@@ -407,11 +406,11 @@ def run_accuracy(opts: BenchOptions) -> dict[str, Any]:
                         res = evaluate_model(step.method.student, ["samples-val"], setting.scale, device=device,
                                              precision="fp32", cache_dir=cache, progress=False)
                         curve[it] = res["samples-val"]["psnr_y"]
-                        print(f"  seed {seed} {precision} iteration {it}/{steps}: PSNR-Y {curve[it]:.3f} dB",
+                        print(f"  seed {seed} {run_name} iteration {it}/{steps}: PSNR-Y {curve[it]:.3f} dB",
                               file=sys.stderr, flush=True)
                     if it < steps:
                         losses.append(float(step(sampler.batch(it))))
-                runs.append({"seed": seed, "precision": precision, "psnr_y": curve, "final_psnr_y": curve[steps],
+                runs.append({"seed": seed, "precision": run_name, "psnr_y": curve, "final_psnr_y": curve[steps],
                              "final_loss": losses[-1]})
     final = {(r["seed"], r["precision"]): r["final_psnr_y"] for r in runs}
     per_seed = [{"seed": s, "bf16_minus_fp32_db": final[s, "bf16"] - final[s, "fp32"],
