@@ -241,6 +241,10 @@ def test_build_report_tables_figures_and_cache(
     teacher_json = next((tmp_path / "r" / "cache").glob("teacher-teacher-*.json"))
     teacher_psnr = json.loads(teacher_json.read_text())["results"]["2"]["Tiny"]["psnr_y"]
     assert cells[2] == f"{teacher_psnr:.2f}"
+    # report.json holds the same numbers, unrounded, for scripts
+    entries = json.loads((tmp_path / "r" / "report.json").read_text())["entries"]
+    kd4_entry = next(e for e in entries if e["method"] == "KD (kd4)" and e["dataset"] == "Tiny")
+    assert (kd4_entry["scale"], kd4_entry["psnr"]) == (2, kd4["psnr_y"])
 
     # figures: loss curves, visual comparison, samples, w_R sweep, agreement and gain vs params
     for name in ("loss-curves", "visual-x2", "samples-df0-5-iter-00000010", "wr-sweep", "agreement",

@@ -10,7 +10,7 @@ from srkd.errors import SrkdError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders written by `srkd train`")
     parser.add_argument("--out", default="srkd-report", metavar="DIR",
-                        help="where report.md, report.html and figures/ go (default: srkd-report)")
+                        help="where report.md, report.html, report.json and figures/ go (default: srkd-report)")
     parser.add_argument("--data", default="Set5,Set14,B100", metavar="NAME_OR_DIR[,...]",
                         help="benchmark sets to measure on (default: Set5,Set14,B100)")
     parser.add_argument("--scale", default=None, metavar="S[,S...]",

@@ -514,7 +514,8 @@ def build_report(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> tuple[Path, Path]:
-    """Write ``out/report.md`` (+ ``out/figures/*.png``) and the self-contained ``out/report.html``.
+    """Write ``out/report.md`` (+ ``out/figures/*.png``), the self-contained ``out/report.html`` and
+    ``out/report.json`` (every measured number in long format, for scripts and for committing results).
 
     ``run_dirs``: run folders (or :class:`Run` objects carrying a label). ``sets``: benchmark names or HR
     folders (default Set5, Set14, B100). ``figures``: which of :data:`FIGURES` to draw. ``preface(data)``: extra sections placed first (``srkd reproduce``
@@ -566,6 +567,9 @@ def build_report(
         md_path, html_path = out / "report.md", out / "report.html"
         md_path.write_text(markdown_page(title, sections, out / "figures"), encoding="utf-8")
         html_path.write_text(html_page(title, sections), encoding="utf-8")
+        runs_json = {run.label: {"path": str(run.path), "config": run.name} for run in data.runs}
+        (out / "report.json").write_text(json.dumps({"title": title, "runs": runs_json, "entries": data.entries()},
+                                                    indent=1) + "\n", encoding="utf-8")
     except OSError as exc:
         raise SrkdError(f"{out}: cannot write the report ({exc.strerror or exc})") from None
     return md_path, html_path
