@@ -141,6 +141,16 @@ def test_pivot_table_with_methods_as_rows_bolds_the_best_of_each_column_per_grou
         "| AD |")
 
 
+def test_pivot_table_groups_by_the_first_row_key_when_only_a_later_key_has_an_order() -> None:
+    """Published DUKD Table 2 lists methods within (scale, model); a preferred method order must not pull the
+    x2 / x3 / x4 groups apart (it printed all Scratch rows of every scale first)."""
+    entries = [{"scale": s, "model": "EDSR", "method": m, "dataset": "Set5", "psnr": 30.0, "ssim": 0.9}
+               for s in (2, 3) for m in ("Scratch", "KD", "CSD")]
+    md, _html = pivot_table(entries, ["scale", "model", "method"], "dataset", row_order={"method": ["Scratch", "KD"]})
+    keys = [(line.split("|")[1].strip(), line.split("|")[3].strip()) for line in md.strip().splitlines()[2:]]
+    assert keys == [("2", "Scratch"), ("", "KD"), ("", "CSD"), ("3", "Scratch"), ("", "KD"), ("", "CSD")]
+
+
 # -- figures ---------------------------------------------------------------------------------------------
 def test_auto_crop_finds_the_worst_bicubic_region_and_crop_psnr() -> None:
     hr = torch.full((3, 96, 96), 0.5)

@@ -638,7 +638,7 @@ def paper_sections(plan: Plan) -> list[Any]:
 
     t = plan.table
     measured = _entries(plan)
-    order = list(dict.fromkeys(p.cell.label for p in plan.cells))
+    order = list(dict.fromkeys(c.label for c in t.cells if plan.mode in c.modes))  # all cells, not just --only's
     col_order = order if t.column == t.label_key else None
     row_order = {"dataset": plan.sets} if "dataset" in t.rows else {}
     if t.label_key in t.rows:

@@ -101,11 +101,11 @@ def pivot_table(
     row_order = dict(row_order or {})
     columns = _order((e[column] for e in entries), column_order)
     keys = list(dict.fromkeys(tuple(e[r] for r in rows) for e in entries))
-    for i in reversed(range(len(rows))):  # stable sort, last key first: honours each key's preferred order
-        pref = row_order.get(rows[i])
-        if pref:
-            rank = {v: n for n, v in enumerate(pref)}
-            keys.sort(key=lambda k, i=i, rank=rank: rank.get(k[i], len(rank)))
+    # Stable sort, last key first, so the first row key groups the rows: each key by its preferred order, then
+    # by first-seen order (a key without a preference must still be sorted, or a later key would ungroup it).
+    for i in reversed(range(len(rows))):
+        rank = {v: n for n, v in enumerate(_order((k[i] for k in keys), row_order.get(rows[i])))}
+        keys.sort(key=lambda k, i=i, rank=rank: rank[k[i]])
     cell: dict[tuple[tuple[Any, ...], Any], Mapping[str, Any]] = {}
     for e in entries:
         cell[(tuple(e[r] for r in rows), e[column])] = e
