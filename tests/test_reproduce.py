@@ -75,8 +75,8 @@ def test_a_cell_id_is_the_same_run_in_every_table() -> None:
     for mode in ("quick", "full"):
         seen: dict[str, frozenset] = {}
         for table in TABLES.values():
-            for cell in table.cells:
-                if cell.kind != "train" or mode not in cell.modes:
+            for cell in table.cells_of(mode):
+                if cell.kind != "train":
                     continue
                 recipe = frozenset(_fmt(cell.recipe, s, mode) for s in cell.scales)
                 assert seen.setdefault(cell.id, recipe) == recipe, (mode, table.key, cell.id)
@@ -94,7 +94,7 @@ def test_dfsr_ablation_switches() -> None:
     assert cells["M1"].id == next(c.id for c in TABLES["dfsr-table1"].cells if c.label == "Noise")
     # the w_R sweep scales each mode's own recipe weight; x0 is the M4 run, x1 the full method
     for mode, w in (("quick", 30.0), ("full", 1.0)):
-        sweep = {c.label: c for c in TABLES["dfsr-fig4"].cells if mode in c.modes}
+        sweep = {c.label: c for c in TABLES["dfsr-fig4"].cells_of(mode)}
         assert sweep[f"{w:g} (x1)"].id == "datafree-vdsr" and sweep["0 (x0)"].id == cells["M4"].id
         assert sweep[f"{2 * w:g} (x2)"].recipe.overrides == (f"method.w_r={2 * w:g}",)
 
@@ -129,13 +129,12 @@ def test_dry_run_prints_the_plan_and_runs_nothing(table: str, mode: str, tmp_pat
     assert code == 0
     assert not out.exists()
     assert text.startswith(f"{table} (--{mode}):")
-    for cell in TABLES[table].cells:
-        if mode in cell.modes:
-            assert cell.id in text
-            if cell.kind == "train":
-                stem, _ = _fmt(cell.recipe, cell.scales[0], mode)
-                assert f"srkd train {empty / (stem + '.yaml')}" in text
-                assert f"--out {out / cell.id}" in text
+    for cell in TABLES[table].cells_of(mode):
+        assert cell.id in text
+        if cell.kind == "train":
+            stem, _ = _fmt(cell.recipe, cell.scales[0], mode)
+            assert f"srkd train {empty / (stem + '.yaml')}" in text
+            assert f"--out {out / cell.id}" in text
     assert "missing or blocking" in text and f"config {empty}" in text
 
 

@@ -69,6 +69,10 @@ class PaperTable:
     references: tuple[str, ...] = ()  # labels shown for comparison, never bolded (teacher, data-trained)
     figures: tuple[str, ...] = ("loss", "visual", "samples", "sweep")  # report figures (srkd.report.build.FIGURES)
 
+    def cells_of(self, mode: Mode) -> list[Cell]:
+        """The cells ``--quick`` or ``--full`` runs (some exist in one mode only)."""
+        return [c for c in self.cells if mode in c.modes]
+
 
 QUICK_SETS = ("Set5", "Set14", "B100")
 FULL_SETS = ("Set5", "Set14", "B100", "Urban100")
@@ -522,7 +526,7 @@ def plan(
     root = Path(out) if out is not None else Path("runs") / "reproduce" / mode
     cdir = Path(configs_dir) if configs_dir is not None else default_configs_dir()
     set_specs = list(sets or t.sets[mode])
-    cells = [c for c in t.cells if mode in c.modes]
+    cells = t.cells_of(mode)
     if only:
         cells = [c for c in cells if any(fnmatch.fnmatch(c.id, pat) or fnmatch.fnmatch(c.label, pat) for pat in only)]
     if scales:
@@ -638,7 +642,7 @@ def paper_sections(plan: Plan) -> list[Any]:
 
     t = plan.table
     measured = _entries(plan)
-    order = list(dict.fromkeys(c.label for c in t.cells if plan.mode in c.modes))  # all cells, not just --only's
+    order = list(dict.fromkeys(c.label for c in t.cells_of(plan.mode)))  # all cells, not just --only's
     col_order = order if t.column == t.label_key else None
     row_order = {"dataset": plan.sets} if "dataset" in t.rows else {}
     if t.label_key in t.rows:
