@@ -15,8 +15,8 @@ import torch
 
 from srkd.checkpoint.io import save_model
 from srkd.config_base import load_config
-from srkd.engine.config import TrainConfig
 from srkd.engine import state as ckpt
+from srkd.engine.config import TrainConfig
 from srkd.models import build_model
 
 

@@ -195,7 +195,10 @@ def _cpu_flags() -> list[str]:
 
 
 def git_commit() -> dict[str, Any]:
-    """Short commit and whether the working tree has uncommitted changes (read-only git calls)."""
+    """Short commit and whether the working tree has uncommitted changes (read-only git calls).
+
+    A copy of the tree without ``.git`` (a borrowed GPU machine gets one) names its commit in ``$SRKD_COMMIT``.
+    """
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
@@ -204,6 +207,8 @@ def git_commit() -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "--short", "HEAD")
+    if commit is None and os.environ.get("SRKD_COMMIT"):
+        return {"commit": os.environ["SRKD_COMMIT"], "dirty": None}
     status = git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
