@@ -49,6 +49,13 @@ def speed(run_dir: Path) -> float:
     return float(rates[-1])
 
 
+def plan(rate: float, minutes: float, floor: int) -> tuple[int, list[int]]:
+    """Iterations that fill ``minutes`` at ``rate`` it/s (7 % kept for validation and checkpoints, rounded down to
+    hundreds, at least ``floor``) and the milestones at 50 / 75 / 90 % of them."""
+    iters = max(floor, int(rate * minutes * 60 * 0.93) // 100 * 100)
+    return iters, [iters // 2, iters * 3 // 4, iters * 9 // 10]
+
+
 def data_overrides(cfg_text: str, mapping: list[tuple[str, str]]) -> list[str]:
     """``data.train`` / ``data.val`` with each path prefix remapped (the device holds its own copy of the data)."""
     import yaml
@@ -90,23 +97,22 @@ def main() -> None:
     rates = {n: speed(d) for n, d in probe.items()}
     print(f"probe ({time.time() - t0:.0f} s): " + ", ".join(f"{n} {r:.2f} it/s" for n, r in rates.items()), flush=True)
 
-    plan = {}
+    planned = {}
     for cfg in args.configs:
         n = names[cfg]
-        iters = max(args.probe, int(rates[n] * args.minutes * 60 * 0.93) // 100 * 100)
-        plan[n] = iters
-        miles = [iters // 2, iters * 3 // 4, iters * 9 // 10]
+        iters, miles = plan(rates[n], args.minutes, floor=args.probe)
+        planned[n] = iters
         procs[n] = launch(cfg, args.runs / n, extra[cfg] + [
             f"train.iterations={iters}", f"sched.milestones=[{', '.join(map(str, miles))}]",
             f"train.val_every={iters // 2}", f"train.ckpt_every={max(1, iters // 10)}"], args.runs / f"{n}.out")
         logs[n] = args.runs / f"{n}.out"
-    print("plan: " + ", ".join(f"{n} {i} iterations" for n, i in plan.items()), flush=True)
+    print("plan: " + ", ".join(f"{n} {i} iterations" for n, i in planned.items()), flush=True)
     t1 = time.time()
-    wait_all({n: procs[n] for n in plan}, logs)
+    wait_all({n: procs[n] for n in planned}, logs)
     print(f"trained in {time.time() - t1:.0f} s", flush=True)
 
-    summary = {"probe_it_s": rates, "iterations": plan, "train_s": time.time() - t1, "files": {}}
-    for n in plan:
+    summary = {"probe_it_s": rates, "iterations": planned, "train_s": time.time() - t1, "files": {}}
+    for n in planned:
         target = args.out / f"{n}.safetensors"
         subprocess.run([sys.executable, str(REPO / "tools" / "export_teacher.py"), str(args.runs / n), str(target),
                         "--ema"], check=True)
