@@ -80,10 +80,12 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("runs/teachers-gpu"))
     ap.add_argument("--out", type=Path, required=True, help="where the fp16 models and a summary go")
     args = ap.parse_args()
-    mapping = [tuple(item.split("=", 1)) for item in args.data]
+    if any("=" not in item for item in args.data):
+        ap.error("--data takes OLD=NEW")
+    mapping = [(old, new) for old, new in (item.split("=", 1) for item in args.data)]
     args.out.mkdir(parents=True, exist_ok=True)
     names = {cfg: cfg.stem for cfg in args.configs}
-    extra = {cfg: data_overrides(cfg.read_text(), mapping) for cfg in args.configs}  # type: ignore[arg-type]
+    extra = {cfg: data_overrides(cfg.read_text(), mapping) for cfg in args.configs}
 
     t0 = time.time()
     probe = {names[c]: args.runs / "probe" / names[c] for c in args.configs}
