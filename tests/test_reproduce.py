@@ -217,6 +217,12 @@ def test_reproduce_trains_evaluates_skips_resumes_and_reports(
     assert f"| DUKD (all) | ✓ | ✓ | ✓ | {psnr:.2f} | {results[4]['Tiny']['ssim_y']:.4f} |" in md
     html = (out / "dukd-table4" / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') >= 3  # loss curves, visual comparison, agreement
+    # the paper's layout has no teacher row: the teacher and bicubic are shown beside it
+    entries = json.loads((out / "dukd-table4" / "report.json").read_text())["entries"]
+    teacher = next(e for e in entries if e["method"] == "Teacher")
+    aside = md[md.index("## Teachers and bicubic, measured alongside"):md.index("## Runs")]
+    assert f"| {teacher['psnr']:.2f} | {teacher['ssim']:.4f} |" in aside and "Bicubic PSNR" in aside
+    assert "DUKD (all)" not in aside
 
     # interrupted after iteration 2: refused without --resume, continued with it
     (run / "last.safetensors").unlink()

@@ -729,7 +729,7 @@ def write_report(
     log: Callable[[str], None] = print,
 ) -> tuple[Path, Path]:
     """``<out>/<table>/report.{md,html}``: the paper-layout tables first, then the figures of the runs."""
-    from srkd.report.build import build_report
+    from srkd.report.build import build_report, results_section
     from srkd.report.runs import Run, load_run
 
     labels = [p.cell.label for p in plan.cells if p.cell.kind == "train"]
@@ -754,7 +754,8 @@ def write_report(
     return build_report(
         runs, plan.out, sets=plan.set_specs or plan.sets, scales=all_scales, device=device, data_root=data_root,
         figures=plan.table.figures, title=f"srkd reproduce {plan.table.key} --{plan.mode}",
-        preface=lambda _data: preface, cache_dir=plan.root / "cache", progress=progress, log=log,
+        preface=lambda data: preface + ([] if "Teacher" in plan.table.references else [results_section(data, False)]),
+        cache_dir=plan.root / "cache", progress=progress, log=log,
         generic_table=False,
     )
 

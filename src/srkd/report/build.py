@@ -219,23 +219,27 @@ def runs_section(data: ReportData, params: dict[Path, int]) -> Section:
     return Section("Runs", [results_table(rows)])
 
 
-def results_section(data: ReportData) -> Section:
-    entries = data.entries()
+def results_section(data: ReportData, with_runs: bool = True) -> Section:
+    """Dataset x scale rows, one column per model. ``with_runs=False`` keeps the teachers and bicubic only:
+    ``srkd reproduce`` shows them beside a paper table whose layout has no row for them, because a student's
+    number means little without its teacher's (a teacher below its scratch student explains a table)."""
+    methods = [r.label for r in data.references if r.label.startswith("Teacher")] + ["Bicubic"]
+    if with_runs:
+        methods += [run.label for run in data.runs]
+    entries = [e for e in data.entries() if e["method"] in methods]
+    title = "Results (PSNR / SSIM)" if with_runs else "Teachers and bicubic, measured alongside"
     if not entries:
-        return Section("Results", ["Not shown: no run has weights to evaluate."])
-    methods = [r.label for r in data.references if r.label.startswith("Teacher")]
-    methods += ["Bicubic"] + [run.label for run in data.runs]
+        return Section(title, ["Not shown: no run has weights to evaluate."])
     md, html = pivot_table(
         entries, ["dataset", "scale"], "method", column_order=methods,
         row_order={"dataset": data.set_names()}, fmt_row={"scale": scale_text},
-        no_best=[m for m in methods if m.startswith("Teacher")],
+        no_best=[m for m in methods if m.startswith("Teacher")] if with_runs else methods,
     )
-    caption = (
-        "PSNR (dB) / SSIM on the Y channel (BT.601), border of `scale` pixels cropped; the papers' protocol. "
-        "Runs are measured with their last weights (last.safetensors: EMA weights when EMA was on). "
-        "Best value of each row in bold, the teacher aside."
-    )
-    return Section("Results (PSNR / SSIM)", [Table(md, html, caption)])
+    caption = "PSNR (dB) / SSIM on the Y channel (BT.601), border of `scale` pixels cropped; the papers' protocol."
+    if with_runs:
+        caption += (" Runs are measured with their last weights (last.safetensors: EMA weights when EMA was on). "
+                    "Best value of each row in bold, the teacher aside.")
+    return Section(title, [Table(md, html, caption)])
 
 
 def loss_section(data: ReportData) -> Section:
