@@ -42,7 +42,7 @@ test-all: dev
 	$(BIN)/python -m pytest -m ""
 
 lint: dev
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 
 clean:
 	rm -rf $(VENV) .ref .pytest_cache

@@ -13,7 +13,7 @@ from srkd.engine.config import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _tool():
+def _load_tool():
     spec = importlib.util.spec_from_file_location("train_teachers_timed", ROOT / "tools" / "train_teachers_timed.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -21,16 +21,19 @@ def _tool():
     return module
 
 
+TOOL = _load_tool()
+
+
 def test_plan_fills_the_budget_and_places_the_milestones() -> None:
-    iters, miles = _tool().plan(rate=20.0, minutes=10, floor=150)
+    iters, miles = TOOL.plan(rate=20.0, minutes=10, floor=150)
     assert iters == 11100  # 20 it/s x 600 s x 0.93 = 11160, down to hundreds
     assert miles == [5550, 8325, 9990]
-    assert _tool().plan(rate=0.01, minutes=1, floor=150)[0] == 150  # never fewer than the probe ran
+    assert TOOL.plan(rate=0.01, minutes=1, floor=150)[0] == 150  # never fewer than the probe ran
 
 
 def test_data_overrides_remap_every_path_and_validate() -> None:
     cfg = ROOT / "configs" / "teachers" / "rcan-10-x4-gpu.yaml"
-    overrides = _tool().data_overrides(cfg.read_text(), [("../shared/data/train", "/tmp/data"),
+    overrides = TOOL.data_overrides(cfg.read_text(), [("../shared/data/train", "/tmp/data"),
                                                          ("../shared/data/benchmarks", "/tmp/data")])
     loaded = load_config(TrainConfig, cfg, overrides)
     assert loaded.data.train == ["/tmp/data/T91", "/tmp/data/BSD200", "/tmp/data/General100"]

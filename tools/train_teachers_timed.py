@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from srkd.engine.logging import read_log
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -31,19 +33,21 @@ def launch(cfg: Path, run_dir: Path, overrides: list[str], log: Path) -> subproc
     return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
 
 
-def wait_all(procs: dict[str, subprocess.Popen[bytes]], logs: dict[str, Path]) -> None:
+def run_all(jobs: dict[str, tuple[Path, Path, list[str], Path]]) -> None:
+    """Start every ``name: (config, run folder, overrides, output file)`` at once and wait for all of them."""
+    procs = {name: launch(cfg, run_dir, overrides, out) for name, (cfg, run_dir, overrides, out) in jobs.items()}
     for name, proc in procs.items():
         if proc.wait() != 0:
             for other in procs.values():  # no orphans training on after the tool gave up
                 other.kill()
-            sys.exit(f"{name} failed (exit {proc.returncode}); its output: {logs[name]}\n"
-                     + logs[name].read_text(errors="replace")[-3000:])
+            out = jobs[name][3]
+            sys.exit(f"{name} failed (exit {proc.returncode}); its output: {out}\n"
+                     + out.read_text(errors="replace")[-3000:])
 
 
 def speed(run_dir: Path) -> float:
     """Iterations per second over the probe's last logged window (the first includes start-up)."""
-    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
-    rates = [r["it_s"] for r in rows if r.get("type") == "train"]
+    rates = [r["it_s"] for r in read_log(run_dir / "log.jsonl") if r.get("type") == "train"]
     if not rates:
         sys.exit(f"{run_dir}: the probe logged no training speed")
     return float(rates[-1])
@@ -88,29 +92,26 @@ def main() -> None:
     extra = {cfg: data_overrides(cfg.read_text(), mapping) for cfg in args.configs}
 
     t0 = time.time()
-    probe = {names[c]: args.runs / "probe" / names[c] for c in args.configs}
-    logs = {n: args.runs / f"probe-{n}.out" for n in probe}
     args.runs.mkdir(parents=True, exist_ok=True)
-    procs = {names[c]: launch(c, probe[names[c]], extra[c] + [
+    probe = {names[c]: args.runs / "probe" / names[c] for c in args.configs}
+    run_all({names[c]: (c, probe[names[c]], extra[c] + [
         f"train.iterations={args.probe}", f"train.log_every={args.log_every}", "train.val_every=0",
-        f"train.ckpt_every={args.probe}", "train.ema=null", "sched.milestones=[]"], logs[names[c]])
-        for c in args.configs}
-    wait_all(procs, logs)
+        f"train.ckpt_every={args.probe}", "train.ema=null", "sched.milestones=[]"],
+        args.runs / f"probe-{names[c]}.out") for c in args.configs})
     rates = {n: speed(d) for n, d in probe.items()}
     print(f"probe ({time.time() - t0:.0f} s): " + ", ".join(f"{n} {r:.2f} it/s" for n, r in rates.items()), flush=True)
 
-    planned = {}
+    planned, jobs = {}, {}
     for cfg in args.configs:
         n = names[cfg]
         iters, miles = plan(rates[n], args.minutes, floor=args.probe)
         planned[n] = iters
-        procs[n] = launch(cfg, args.runs / n, extra[cfg] + [
+        jobs[n] = (cfg, args.runs / n, extra[cfg] + [
             f"train.iterations={iters}", f"sched.milestones=[{', '.join(map(str, miles))}]",
             f"train.val_every={iters // 2}", f"train.ckpt_every={max(1, iters // 10)}"], args.runs / f"{n}.out")
-        logs[n] = args.runs / f"{n}.out"
     print("plan: " + ", ".join(f"{n} {i} iterations" for n, i in planned.items()), flush=True)
     t1 = time.time()
-    wait_all({n: procs[n] for n in planned}, logs)
+    run_all(jobs)
     print(f"trained in {time.time() - t1:.0f} s", flush=True)
 
     summary = {"probe_it_s": rates, "iterations": planned, "train_s": time.time() - t1, "files": {}}
