@@ -334,3 +334,17 @@ def test_a_multi_scale_vdsr_run_is_measured_at_each_of_its_scales(tmp_path: Path
     for s in ("2", "3"):
         assert f"×{s} |" in text and f"{results[s]['Tiny']['psnr_y']:.2f}" in text
     assert "Not shown: no run has a log.jsonl" not in text  # the loss figure was not asked for
+
+
+def test_a_damaged_log_costs_its_figure_not_the_report(tmp_path: Path, bench: Path) -> None:
+    """A log damaged mid-file (not just cut by a kill) is said in the report; the tables are still written."""
+    from srkd.report.build import build_report
+
+    run = make_run(tmp_path, "r", {"name": "scratch"}, n_feats=4)
+    lines = (run / "log.jsonl").read_text().splitlines()
+    (run / "log.jsonl").write_text("\n".join([lines[0], "{garbage", *lines[1:]]) + "\n")
+    md_path, _html = build_report([run], tmp_path / "out", sets=[str(bench)], figures=("loss",), log=lambda m: None,
+                                  progress=False)
+    md = md_path.read_text()
+    assert "Not shown:" in md and "line 2 is not valid JSON" in md
+    assert "| Tiny | ×2 |" in md

@@ -30,7 +30,8 @@ from typing import Any
 
 import torch
 
-from srkd.errors import SrkdError
+from srkd.engine.logging import read_log
+from srkd.errors import DataError, SrkdError
 from srkd.report import figures
 from srkd.report.html import Figure, Section, Table, html_page, markdown_page
 from srkd.report.runs import (
@@ -200,8 +201,12 @@ def runs_section(data: ReportData, params: dict[Path, int]) -> Section:
     for run in data.runs:
         speeds = []
         if run.log_path is not None:
+            try:  # a damaged log costs the speed column, not the report
+                records = read_log(run.log_path)
+            except DataError:
+                records = []
             speeds = [
-                float(r["it_s"]) for r in figures.read_jsonl(run.log_path)
+                float(r["it_s"]) for r in records
                 if r.get("type") == "train" and isinstance(r.get("it_s"), (int, float))
             ]
         p = _params(run.weights, params)
@@ -248,7 +253,7 @@ def loss_section(data: ReportData) -> Section:
         return Section("Loss curves", ["Not shown: no run has a log.jsonl."])
     try:
         png = figures.loss_curves([r.log_path for r in logged], [r.label for r in logged])  # type: ignore[misc]
-    except ValueError as exc:
+    except (ValueError, DataError) as exc:
         return Section("Loss curves", [f"Not shown: {exc}."])
     return Section("Loss curves", [Figure(png, "Training loss terms (log scale where positive) and validation "
                                                "PSNR, from each run's log.jsonl.", "loss-curves")])

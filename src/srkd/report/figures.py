@@ -13,7 +13,6 @@ backend or opens a window (it works on a headless server and from threads), and 
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from srkd.engine.logging import read_log
 
 Box = tuple[int, int, int, int]  # top, left, height, width (pixels of the HR image)
 
@@ -133,19 +134,6 @@ def visual_comparison(
     return to_png(fig)
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a JSONL log; a line cut by a kill is skipped rather than failing the report."""
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-    return out
-
-
 def loss_curves(jsonl_paths: Sequence[str | Path], labels: Sequence[str] | None = None) -> bytes:
     """PNG: one panel per loss term (every numeric key of the ``train`` records), one line per run, plus a panel
     of validation PSNR per set when the logs hold ``val`` records. A resumed run's repeated steps keep the last."""
@@ -157,7 +145,7 @@ def loss_curves(jsonl_paths: Sequence[str | Path], labels: Sequence[str] | None 
     for path, label in zip(jsonl_paths, labels):
         train: dict[str, dict[int, float]] = {}
         val: dict[str, dict[int, float]] = {}
-        for rec in read_jsonl(path):
+        for rec in read_log(path):
             step = rec.get("step")
             if not isinstance(step, (int, float)):
                 continue
@@ -286,7 +274,6 @@ __all__ = [
     "crop_psnr",
     "line_plot",
     "loss_curves",
-    "read_jsonl",
     "to_display",
     "to_png",
     "visual_comparison",
