@@ -1,11 +1,13 @@
 """tools/train_teachers_timed.py: the arithmetic that turns a measured speed into a recipe, and the data remapping
-that points a recipe at the copy of the images a borrowed machine holds. (The tool's whole run, probe, training
-and export, is a few minutes of CPU for tiny budgets: checked by hand, not in the default suite.)"""
+that points a recipe at the copy of the images a borrowed machine holds; and, marked slow (~20 s of subprocesses),
+the tool's whole run on tiny CPU recipes: probe, plan, training and fp16 export."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+
+import pytest
 
 from srkd.config_base import load_config
 from srkd.engine.config import TrainConfig
@@ -38,3 +40,43 @@ def test_data_overrides_remap_every_path_and_validate() -> None:
     loaded = load_config(TrainConfig, cfg, overrides)
     assert loaded.data.train == ["/tmp/data/T91", "/tmp/data/BSD200", "/tmp/data/General100"]
     assert loaded.data.val == ["/tmp/data/Set5/HR"]
+
+
+@pytest.mark.slow
+def test_the_whole_tool_probes_trains_and_exports(tmp_path: Path) -> None:
+    """Probe, plan, train and export end to end on two tiny CPU recipes (what a lent GPU session runs first)."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+    import yaml
+    from safetensors import safe_open
+    from test_engine import cfg_dict
+
+    from srkd.checkpoint.io import load_model
+
+    configs = []
+    for name, feats in (("tiny-a", 4), ("tiny-b", 6)):
+        d = cfg_dict(tmp_path, "scratch", student={"arch": "edsr", "kwargs": {"n_feats": feats, "n_resblocks": 1}})
+        d["name"] = name
+        d["data"]["train"] = [d["data"]["train"][0].replace(str(tmp_path), "/nowhere")]  # remapped by --data
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(d))
+        configs.append(path)
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "train_teachers_timed.py"), *map(str, configs),
+                           "--minutes", "0.01", "--probe", "8", "--log-every", "4", "--data", f"/nowhere={tmp_path}",
+                           "--runs", str(runs), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["iterations"]) == {"tiny-a", "tiny-b"}
+    for name, feats in (("tiny-a", 4), ("tiny-b", 6)):
+        assert summary["iterations"][name] >= 8 and summary["probe_it_s"][name] > 0
+        with safe_open(str(out / f"{name}.safetensors"), "pt") as fh:
+            assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.float16}
+        model, _meta = load_model(out / f"{name}.safetensors")
+        assert model.head.out_channels == feats
+        trained = load_config(TrainConfig, runs / name / "config.yaml")
+        assert trained.train.iterations == summary["iterations"][name]
+        assert (out / f"{name}.log.jsonl").is_file()
