@@ -312,7 +312,9 @@ TABLES: dict[str, PaperTable] = {
         {"quick": QUICK_SETS, "full": FULL_SETS},
         _rows(DFSR_T1_PAPER, ("dataset", "scale"), DFSR_METHODS, "method"),
         ("Student: VDSR-half trained on the 291 images (T91 + BSD200), one run per scale; the paper's student is "
-         "one multi-scale network.",),
+         "one multi-scale network.",
+         "Noise and Ours are one multi-scale network each (x2/x3/x4, a random scale per batch), as in the paper; "
+         "in --quick their 1000 steps are shared by the three scales (Table 2's quick runs are x2 only)."),
         references=("Teacher", "Student"),
     ),
     "dfsr-table2": PaperTable(
