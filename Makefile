@@ -43,6 +43,7 @@ test-all: dev
 
 lint: dev
 	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .ref .pytest_cache

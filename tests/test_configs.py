@@ -145,3 +145,21 @@ def test_reproduce_dry_run_cli_lists_every_cell(tmp_path: Path) -> None:
     assert "Traceback" not in out
     assert "edsr-x4-dukd-zi" in out and "configs/edsr-x4-dukd-quick.yaml" in out
     assert "! config " not in out
+
+
+@pytest.mark.parametrize("override", ["sched.milestones=[500, 500]", "sched.milestones=[750, 500]",
+                                      "sched.milestones=[0]"])
+def test_a_repeated_or_unsorted_milestone_is_a_clear_error(override: str) -> None:
+    """MultiStepLR would silently decay twice at a repeated milestone; srkd refuses the schedule instead."""
+    from srkd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'sched.milestones': .*strictly increasing"):
+        _cfg("edsr-x4-kd-quick", (override,))
+    assert _cfg("edsr-x4-kd-quick", ("sched.milestones=[500, 750]",)).sched.milestones == [500, 750]
+
+
+def test_the_generator_schedule_is_checked_the_same_way() -> None:
+    from srkd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"gen_milestones': .*strictly increasing"):
+        _cfg("datafree-vdsr-quick", ("method.gen_milestones=[300, 300]",))

@@ -33,6 +33,13 @@ def test_plan_fills_the_budget_and_places_the_milestones() -> None:
     assert TOOL.plan(rate=0.01, minutes=1, floor=150)[0] == 150  # never fewer than the probe ran
 
 
+def test_plan_never_repeats_a_milestone() -> None:
+    """MultiStepLR decays once per listed repeat: [2, 3, 3] would divide the rate by 25 at step 3."""
+    for floor in range(1, 12):
+        iters, miles = TOOL.plan(rate=0.0, minutes=1, floor=floor)
+        assert miles == sorted(set(miles)) and all(0 < m < iters for m in miles), (floor, miles)
+
+
 def test_data_overrides_remap_every_path_and_validate() -> None:
     cfg = ROOT / "configs" / "teachers" / "rcan-10-x4-gpu.yaml"
     overrides = TOOL.data_overrides(cfg.read_text(), [("../shared/data/train", "/tmp/data"),

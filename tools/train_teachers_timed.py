@@ -55,9 +55,10 @@ def speed(run_dir: Path) -> float:
 
 def plan(rate: float, minutes: float, floor: int) -> tuple[int, list[int]]:
     """Iterations that fill ``minutes`` at ``rate`` it/s (7 % kept for validation and checkpoints, rounded down to
-    hundreds, at least ``floor``) and the milestones at 50 / 75 / 90 % of them."""
+    hundreds, at least ``floor``) and the milestones at 50 / 75 / 90 % of them. A milestone listed twice would
+    apply its decay twice (``MultiStepLR`` counts repeats), so tiny budgets get each distinct one once."""
     iters = max(floor, int(rate * minutes * 60 * 0.93) // 100 * 100)
-    return iters, [iters // 2, iters * 3 // 4, iters * 9 // 10]
+    return iters, sorted({m for m in (iters // 2, iters * 3 // 4, iters * 9 // 10) if m > 0})
 
 
 def data_overrides(cfg_text: str, mapping: list[tuple[str, str]]) -> list[str]:

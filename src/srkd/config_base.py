@@ -9,10 +9,10 @@ Every config section derives from :class:`StrictModel`. Validation problems surf
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from srkd.errors import ConfigError
 
@@ -23,6 +23,18 @@ class StrictModel(BaseModel):
     """Base of every config section: unknown keys are errors, values are validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def _increasing(milestones: list[int]) -> list[int]:
+    # MultiStepLR counts a repeated milestone twice (the rate decays by gamma^2 there), and an unsorted list
+    # is almost always a typo; neither is what a user writing a schedule means.
+    if any(m < 1 for m in milestones) or any(b <= a for a, b in zip(milestones, milestones[1:])):
+        raise ValueError("milestones must be strictly increasing iteration numbers >= 1 (each decays the rate once)")
+    return milestones
+
+
+Milestones = Annotated[list[int], AfterValidator(_increasing)]
+"""Step-decay milestones (iterations): validated strictly increasing and positive."""
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

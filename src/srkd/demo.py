@@ -424,6 +424,7 @@ def write_report(
     """``report.html`` (self-contained), ``report.md`` (+ ``figures/``) and ``results.json`` in ``out``."""
     from srkd.engine.state import atomic_write_bytes
     from srkd.report import Figure, Section, html_page, loss_curves, markdown_page, results_table
+    from srkd.report.html import Block
 
     out = Path(out)
     md_table, html_table = results_table(display_rows(rows), COLUMNS)
@@ -431,7 +432,7 @@ def write_report(
         Section("Results on held-out photos", [info.get("summary", ""), (md_table, html_table), info.get("notes", "")]),
         Section("Visual comparison", list(figures)),
     ]
-    curve_blocks = []
+    curve_blocks: list[Block] = []
     for label, log in curves:
         if Path(log).exists():
             try:

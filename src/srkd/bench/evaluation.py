@@ -33,7 +33,7 @@ from srkd.bench.common import (
     target,
     timed,
 )
-from srkd.errors import DataError
+from srkd.errors import DataError, SrkdError
 
 SETS = ("Set5", "Set14", "B100")
 
@@ -66,7 +66,10 @@ def basicsr_style_eval(
     for folder in folders:
         psnrs = []
         for path in list_images(folder):
-            gt = cv2.imread(str(path), cv2.IMREAD_COLOR).astype(np.float32) / 255.0  # BGR, HWC
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise SrkdError(f"{path}: OpenCV cannot decode this image")
+            gt = bgr.astype(np.float32) / 255.0  # BGR, HWC
             h, w = gt.shape[:2]
             gt = gt[: h - h % scale, : w - w % scale]
             lq = np.clip(np.round(ref.imresize(gt, 1 / scale) * 255.0), 0, 255).astype(np.float32) / 255.0
@@ -84,7 +87,7 @@ def basicsr_style_eval(
 
 def run(opts: BenchOptions) -> dict[str, Any]:
     from srkd.evaluation import evaluate_model
-    from srkd.models import build_model
+    from srkd.models import build_model, model_spec
 
     device = resolve_bench_device(opts.device)
     ref = basicsr_reference()
@@ -121,8 +124,8 @@ def run(opts: BenchOptions) -> dict[str, Any]:
                      ours_label=f"srkd evaluate_model ({precision}, cold LR cache)")
     return {
         "config": {
-            "model": {"arch": "edsr", "n_feats": model.spec.kwargs["n_feats"],
-                      "n_resblocks": model.spec.kwargs["n_resblocks"], "weights": "seeded random"},
+            "model": {"arch": "edsr", "n_feats": model_spec(model).kwargs["n_feats"],
+                      "n_resblocks": model_spec(model).kwargs["n_resblocks"], "weights": "seeded random"},
             "scale": scale,
             "sets": n_images,
             "precision": precision,

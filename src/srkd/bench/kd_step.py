@@ -44,6 +44,7 @@ from srkd.bench.common import (
 )
 from srkd.distill.base import Batch
 from srkd.errors import SrkdError
+from srkd.models import to_channels_last
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device-name fragment; first match wins.
 GPU_PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
@@ -131,7 +132,7 @@ class SrkdStep:
         self.method = module.Method(student, teacher, cfg, scale).to(device)
         self.channels_last = channels_last
         if channels_last:
-            self.method.to(memory_format=torch.channels_last)
+            to_channels_last(self.method)
         self.method.train()
         self.device = device
         self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -182,8 +183,8 @@ class BasicSRStep:
         self.optimizer = torch.optim.Adam(self.net_g.parameters(), lr=1e-4, betas=(0.9, 0.99))
 
     def __call__(self, batch: Batch) -> torch.Tensor:
+        assert batch.hr is not None
         lq, gt = batch.lr.to(self.device), batch.hr.to(self.device)
-        assert gt is not None
         # HR and KD terms: a first backward and optimiser step
         self.optimizer.zero_grad()
         out = self.net_g(lq)

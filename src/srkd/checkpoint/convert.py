@@ -72,6 +72,8 @@ class _StorageType:
 class InertObject:
     """Placeholder for a pickled class: never runs the original code, only keeps the state it was given."""
 
+    _args: tuple[Any, ...]
+
     origin = "?"
 
     def __new__(cls, *args: Any, **kwargs: Any) -> InertObject:
@@ -207,7 +209,7 @@ def _read_zip_pickle(path: Path) -> Any:
             return storages[key]
 
         with archive.open(pkl[0]) as fh:
-            return _RestrictedUnpickler(io.BufferedReader(fh), load_storage).load()  # type: ignore[arg-type]
+            return _RestrictedUnpickler(io.BufferedReader(fh), load_storage).load()  # type: ignore[type-var]
 
 
 def _read_legacy_pickle(path: Path, fh: io.BufferedReader) -> Any:
@@ -279,8 +281,7 @@ def read_torch_pickle(path: str | Path) -> Any:
     try:
         if zipfile.is_zipfile(path):
             return _read_zip_pickle(path)
-        with open(path, "rb") as raw:
-            fh = io.BufferedReader(raw)  # type: ignore[arg-type]
+        with open(path, "rb") as fh:
             if fh.peek(1)[:1] != b"\x80":
                 raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip nor a pickle stream)")
             return _read_legacy_pickle(path, fh)
@@ -686,7 +687,7 @@ def convert(
     :class:`CheckpointError` naming ``src``.
     """
     from srkd.checkpoint.io import load_state_dict_strict, save_model
-    from srkd.models import build_model
+    from srkd.models import build_model, model_scale
 
     src = require_file(src)
     if fmt not in FORMATS:
@@ -726,14 +727,14 @@ def convert(
     what = f"{layout.arch}({', '.join(f'{k}={v}' for k, v in kwargs.items())}) [{layout_name} layout]"
     load_state_dict_strict(model, mapped, source=src, what=what)
     model.eval()
-    scales = [2, 3, 4] if layout.multi_scale else [int(model.scale)]
+    scales = [2, 3, 4] if layout.multi_scale else [model_scale(model)]
     info = {"layout": layout_name, "arch": layout.arch, "kwargs": kwargs, "scales": scales, "notes": notes}
     if dst is not None:
         as_folder = str(dst).endswith(("/", os.sep)) or Path(dst).is_dir()
         dst = Path(dst) / f"{src.stem}.safetensors" if as_folder else Path(dst)
         if dst.resolve() == src.resolve():
             raise CheckpointError(f"{dst}: the output would overwrite the input")
-        meta = {"converted_from": src.name, "source_format": layout_name, "source_sha256": _sha256(src)}
+        meta: dict[str, Any] = {"converted_from": src.name, "source_format": layout_name, "source_sha256": _sha256(src)}
         if notes:
             meta["conversion_notes"] = notes
         save_model(dst, model, scales=scales, meta=meta, dtype=dtype)

@@ -205,7 +205,7 @@ def load_model(
     """
     from safetensors.torch import load_file
 
-    from srkd.models import ModelSpec, build_model
+    from srkd.models import ModelSpec, build_model, model_scale, model_spec
 
     path = require_file(path)
     meta = read_metadata(path)
@@ -228,12 +228,12 @@ def load_model(
     except Exception as exc:
         raise CheckpointError(f"{path}: not a safetensors file, or truncated ({_short(exc)})") from None
     load_state_dict_strict(model, state, source=path, what=f"{arch}({_kwargs_text(kwargs)})")
-    if scale is not None and int(scale) != int(model.scale):
-        model.scale = int(scale)
+    if scale is not None and int(scale) != model_scale(model):
+        model.scale = int(scale)  # type: ignore[assignment]  # torch's stubs: attributes are Tensor | Module
         if "scale" in kwargs:
-            model.spec = ModelSpec(arch, {**kwargs, "scale": int(scale)})
-    meta["scale"] = int(model.scale)
-    meta["kwargs"] = dict(model.spec.kwargs)
+            model.spec = ModelSpec(arch, {**kwargs, "scale": int(scale)})  # type: ignore[assignment]
+    meta["scale"] = model_scale(model)
+    meta["kwargs"] = dict(model_spec(model).kwargs)
     try:
         model = model.to(device)
     except (RuntimeError, AssertionError) as exc:

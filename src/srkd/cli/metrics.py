@@ -26,6 +26,7 @@ import math
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from srkd.errors import SrkdError
 
@@ -100,7 +101,7 @@ def pair_images(
             )
         by_stem[path.stem] = path
     matches: dict[str, list[Path]] = {stem: [] for stem in by_stem}
-    unmatched = []
+    unmatched: list[Path] = []
     for path in sr_paths:
         owner = _owner(path.stem, list(by_stem))
         (matches[owner] if owner is not None else unmatched).append(path)
@@ -155,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = pair_images(_images(hr_root, "hr"), _images(sr_root, "sr"), hr_root.is_dir(), sr_root.is_dir())
     mode = "unchanged" if args.gray == "own" else "rgb"
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, hr_path, sr_path in pairs:
         hr, sr = read_image(hr_path, mode=mode), read_image(sr_path, mode=mode)
         hr = _fit_hr(hr, sr, hr_path, sr_path, args.scale)

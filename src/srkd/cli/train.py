@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if "TORCHELASTIC_RUN_ID" in os.environ:  # under torchrun: the launcher reports the failing rank's error
         from torch.distributed.elastic.multiprocessing.errors import record
 
-        return record(_run)(args)
+        return record(_run)(args) or 0
     return _run(args)
 
 

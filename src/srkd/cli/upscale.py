@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from srkd.data.images import read_image, write_image
-    from srkd.evaluation.upscale import resolve_device, unwrap, upscale_image
+    from srkd.evaluation.upscale import resolve_device, upscale_image
+    from srkd.models import model_scale
 
     if len(args.paths) < 2:
         raise SrkdError("give at least one input and an output: srkd upscale --model FILE IN... OUT")
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = plan_outputs(collect_inputs(raw_inputs), out, raw_inputs, args.ext)
     device = resolve_device(args.device)
     model = _load(args.model, args.scale, device)
-    scale = args.scale or int(unwrap(model).scale)
+    scale = args.scale or model_scale(model)
     precision = "bf16" if args.bf16 else "fp32"
 
     failed = 0
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
                     scale=scale,
                     self_ensemble=args.self_ensemble,
                     out_dtype=torch.uint8,
-                    progress=lambda done, total, i=index: bar.update(task, completed=i + done / total),
+                    progress=partial(_advance, bar, task, index),
                 )
                 write_image(dst, sr)
             except SrkdError as exc:
@@ -152,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 2 if failed else 0
+
+
+def _advance(bar, task, index: int, done: int, total: int) -> None:
+    """Progress within image ``index``: its tiles done out of ``total``."""
+    bar.update(task, completed=index + done / total)
 
 
 def _report(bar, line: str) -> None:

@@ -13,6 +13,7 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal, overload
 
 import torch
 
@@ -108,6 +109,20 @@ def _pair(
     return hr_path.stem, hr_c, lr
 
 
+@overload
+def load_pairs(
+    bset: BenchmarkSet, scale: int, cache_dir: Path | None = None, *, workers: int | None = None,
+    allow_small: Literal[False] = False,
+) -> list[tuple[str, torch.Tensor, torch.Tensor]]: ...
+
+
+@overload
+def load_pairs(
+    bset: BenchmarkSet, scale: int, cache_dir: Path | None = None, *, workers: int | None = None,
+    allow_small: bool,
+) -> list[tuple[str, torch.Tensor, torch.Tensor | None]]: ...
+
+
 def load_pairs(
     bset: BenchmarkSet,
     scale: int,
@@ -115,7 +130,7 @@ def load_pairs(
     *,
     workers: int | None = None,
     allow_small: bool = False,
-) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+) -> list[tuple[str, torch.Tensor, torch.Tensor]] | list[tuple[str, torch.Tensor, torch.Tensor | None]]:
     """``[(name, hr uint8 cropped, lr uint8)]`` for a benchmark set, in file-name order.
 
     Where the set ships LR images for this scale (EDSR ``LR_bicubic/X{s}``) they are used as given and the HR

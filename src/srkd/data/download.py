@@ -66,7 +66,7 @@ class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
     def __init__(self, allow_insecure: bool) -> None:
         self.allow_insecure = allow_insecure
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         _check_url(newurl, self.allow_insecure)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 

@@ -163,7 +163,7 @@ def load_training_set(specs: Sequence[str], data_root: str | None = None) -> lis
 
     if isinstance(specs, str):
         specs = [specs]
-    paths = []
+    paths: list[tuple[str, Path]] = []
     for spec in specs:
         bset = resolve_dataset(spec, data_root)
         paths.extend((f"{bset.name}/{p.stem}", p) for p in bset.hr_paths)

@@ -66,7 +66,6 @@ def freeze(module: nn.Module) -> nn.Module:
 
 
 class Method(nn.Module):
-    Config: ClassVar[type[MethodConfig]] = MethodConfig
     needs_teacher: ClassVar[bool] = True
     provides_batches: ClassVar[bool] = False
     # Set by the engine before training: the run folder on rank 0 (artefacts such as sample grids go there),

@@ -129,7 +129,6 @@ def _full_width(student: nn.Module) -> int:
 
 
 class Method(MethodBase):
-    Config = Config
     needs_teacher = False
     cfg: Config
 

@@ -33,11 +33,12 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from srkd.config_base import Milestones
 from srkd.distill.base import Batch, MethodConfig
 from srkd.distill.base import Method as MethodBase
 from srkd.errors import ConfigError, SrkdError, TrainingError
-from srkd.models import build_model, get_class, run_sr
-from srkd.models.taps import unwrap_model
+from srkd.models import build_model, get_class, run_sr, to_channels_last
+from srkd.models.taps import model_body, unwrap_model
 
 # Names of the constructor argument that sets the body depth, with how many non-body layers it also counts.
 DEPTH_KWARGS = ("n_resblocks", "n_layers", "n_blocks")
@@ -65,7 +66,7 @@ class Config(MethodConfig):
     gen_every: int = Field(50, ge=1)  # k: student steps per generator step
     gen_lr: float = Field(1e-5, gt=0.0)
     gen_betas: tuple[float, float] = (0.9, 0.999)
-    gen_milestones: list[int] = Field(default_factory=list)  # student iterations; or gen_step_size
+    gen_milestones: Milestones = Field(default_factory=list)  # student iterations; or gen_step_size
     gen_step_size: int | None = Field(None, ge=1)
     gen_gamma: float = Field(0.1, gt=0.0)
     gen_batch_size: int | None = Field(None, ge=2)  # default: the student's batch size
@@ -114,7 +115,6 @@ def body_split(n_blocks: int, segments: int) -> list[int]:
 
 
 class Method(MethodBase):
-    Config = Config
     cfg: Config
     provides_batches = True
 
@@ -174,7 +174,7 @@ class Method(MethodBase):
         key = next((k for k in DEPTH_KWARGS if k in params), None)
         if key is None:
             raise ConfigError(f"method.progressive: student '{spec.arch}' has no depth argument ({', '.join(DEPTH_KWARGS)})")
-        n_body = len(full.body)
+        n_body = len(model_body(full))
         if n_body < segments:
             raise ConfigError(f"method.stages: {segments} stages but the student body has only {n_body} blocks")
         depth = spec.kwargs.get(key, params[key].default)
@@ -190,16 +190,15 @@ class Method(MethodBase):
         if hasattr(like, "scale"):
             model.scale = like.scale
         if previous is not None:
-            n_prev = len(previous.body)
+            n_prev = len(model_body(previous))
             result = model.load_state_dict(previous.state_dict(), strict=False)
-            new = {k for k in result.missing_keys if not any(k.startswith(f"body.{j}.") for j in range(n_prev, len(model.body)))}
+            new = {k for k in result.missing_keys if not any(k.startswith(f"body.{j}.") for j in range(n_prev, len(model_body(model))))}
             if result.unexpected_keys or new:
                 raise TrainingError(f"progressive growth: unexpected {result.unexpected_keys}, missing {sorted(new)}")
         ref = next(like.parameters())
-        fmt = torch.channels_last if ref.dim() == 4 and ref.is_contiguous(memory_format=torch.channels_last) else None
         model = model.to(ref.device)
-        if fmt is not None and not ref.is_contiguous():
-            model = model.to(memory_format=fmt)
+        if ref.dim() == 4 and ref.is_contiguous(memory_format=torch.channels_last) and not ref.is_contiguous():
+            model = to_channels_last(model)
         model.train(self.training)
         return model
 

@@ -64,7 +64,7 @@ class Config(MethodConfig):
     augment_p: float = Field(
         0.3, ge=0, le=1, description="probability of each op (flip h, flip v, rot, invert)"
     )
-    augment_on: list[AugTarget] = Field(default_factory=lambda: ["zoom_in", "zoom_out"])
+    augment_on: list[AugTarget] = Field(default_factory=lambda: list[AugTarget](["zoom_in", "zoom_out"]))
 
 
 def random_crops(
@@ -99,7 +99,6 @@ def random_crops(
 
 
 class Method(MethodBase):
-    Config = Config
     cfg: Config
 
     def _augs(self, n: int, target: AugTarget, square: bool) -> BatchAug:

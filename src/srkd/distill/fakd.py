@@ -104,7 +104,6 @@ def affinity_l1(
 
 
 class Method(MethodBase):
-    Config = Config
     cfg: Config
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: Config, scale: int) -> None:
@@ -116,6 +115,7 @@ class Method(MethodBase):
 
     def training_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
+        assert self.teacher is not None, "FAKD needs a teacher"  # the engine refuses to build it without one
         with FeatureTaps(self.teacher, self.teacher_taps) as t_taps:
             sr_t = self.teacher_sr(batch.lr)
         with FeatureTaps(self.student, self.student_taps) as s_taps:

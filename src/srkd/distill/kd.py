@@ -22,7 +22,6 @@ class Config(MethodConfig):
 
 
 class Method(MethodBase):
-    Config = Config
     cfg: Config
 
     def training_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

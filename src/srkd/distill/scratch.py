@@ -15,7 +15,6 @@ class Config(MethodConfig):
 
 
 class Method(MethodBase):
-    Config = Config
     needs_teacher = False
 
     def training_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

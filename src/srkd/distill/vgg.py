@@ -49,6 +49,9 @@ class VGG19Features(nn.Module):
     (srkd's default); ``"raw255"`` feeds 0-255 values un-normalised, as the public CSD code does.
     """
 
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+
     def __init__(
         self, weights: str | Path | None = None, sha256: str | None = None, input_mode: VggInput = "imagenet"
     ):

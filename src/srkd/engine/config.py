@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from srkd.config_base import StrictModel, format_validation_error
+from srkd.config_base import Milestones, StrictModel, format_validation_error
 from srkd.distill.base import MethodConfig
 from srkd.errors import ConfigError
 
@@ -68,7 +68,7 @@ class OptimConfig(StrictModel):
 class SchedConfig(StrictModel):
     """Per-iteration step decay: MultiStepLR at ``milestones``, or StepLR every ``step_size`` iterations."""
 
-    milestones: list[int] = []
+    milestones: Milestones = []
     gamma: float = Field(0.1, gt=0)
     step_size: int | None = Field(None, ge=1)
 

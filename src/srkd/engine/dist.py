@@ -102,11 +102,12 @@ def wrap_ddp(env: DistEnv, module: nn.Module) -> nn.Module:
     # torch >= 2.12 names the per-forward buffer sync `forward_sync_buffers` (buffers still synced at init);
     # older versions only have `broadcast_buffers` (srkd students' buffers are equal on every rank anyway).
     new_name = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    no_buffer_sync: dict[str, Any] = {"forward_sync_buffers" if new_name else "broadcast_buffers": False}
     return DistributedDataParallel(
         module,
         device_ids=[env.device.index] if env.device.type == "cuda" else None,
         find_unused_parameters=False,
-        **{"forward_sync_buffers" if new_name else "broadcast_buffers": False},
+        **no_buffer_sync,
     )
 
 

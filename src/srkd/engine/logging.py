@@ -72,8 +72,8 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # optional dependency
-                SummaryWriter = None  # noqa: N806
-            if SummaryWriter is not None:
+                pass
+            else:
                 self._tb = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
 
     @property

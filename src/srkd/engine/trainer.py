@@ -42,7 +42,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -56,7 +56,7 @@ from srkd.engine.config import TrainConfig
 from srkd.engine.ema import EMA
 from srkd.engine.logging import RunLogger
 from srkd.errors import CheckpointError, ConfigError, SrkdError, TrainingError
-from srkd.models import run_sr
+from srkd.models import run_sr, to_channels_last
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -229,14 +229,14 @@ def prepare_student(method: Method, cfg: TrainConfig, env: dist.DistEnv) -> None
     outermost wrapper (the plain module on one process without compile)."""
     student = method.raw_student.to(env.device)
     if cfg.train.channels_last:
-        student = student.to(memory_format=torch.channels_last)
+        student = to_channels_last(student)
     if not any(p.requires_grad for p in student.parameters()):
         raise _no_parameters(cfg)
     wrapped = dist.wrap_ddp(env, student)
     # Compile outside DDP, so that the compiler splits the graph at DDP's gradient buckets. Static shapes: a run
     # feeds the student a few fixed sizes (DUKD: the LR patch and its zoom-out; data-free: one per scale), each
     # compiled once, and inductor's dynamic-shape path fails on the second size (torch 2.13, CPU).
-    method.student = torch.compile(wrapped, dynamic=False) if cfg.train.compile else wrapped
+    method.student = cast(nn.Module, torch.compile(wrapped, dynamic=False)) if cfg.train.compile else wrapped
 
 
 def eval_model(method: Method, ema: EMA | None) -> nn.Module:
@@ -360,7 +360,7 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
     method.run_dir = run_dir if env.is_main else None
     method.to(device)
     if tc.channels_last:
-        method.to(memory_format=torch.channels_last)
+        to_channels_last(method)
     sampler = None if method.provides_batches else build_sampler(cfg, env, colour)
     check_val_sets(cfg)
 
@@ -530,7 +530,7 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
             batch = method.next_batch(cfg.data.batch_size) if sampler is None else sampler.batch(step)
             batch = batch.to(device, torch.channels_last if tc.channels_last else None)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss, logs = method.training_step(batch)
+                loss, step_logs = method.training_step(batch)
             opt.optimizer.zero_grad(set_to_none=True)
             (scaler.scale(loss) if scaler else loss).backward()  # DDP: gradients averaged over ranks here
             if scaler:
@@ -545,9 +545,9 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
             if loss_bad or grad_bad:
                 what = f"non-finite {'loss' if loss_bad else 'gradient'}"
                 if tc.nonfinite == "stop" or skipped >= tc.max_skips:
-                    raise nonfinite_error(what, step + 1, logs, skipped, cfg)
+                    raise nonfinite_error(what, step + 1, step_logs, skipped, cfg)
                 skipped += 1
-                log.info(f"iteration {step + 1}: {what} ({_fmt(logs)}), step skipped ({skipped} so far)")
+                log.info(f"iteration {step + 1}: {what} ({_fmt(step_logs)}), step skipped ({skipped} so far)")
             else:
                 if scaler:
                     scaler.step(opt.optimizer)
@@ -556,7 +556,7 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
                     opt.optimizer.step()
                 if opt.ema is not None:
                     opt.ema.update(method.raw_student)
-                logs = {**logs, **method.after_optimizer_step(step)}
+                logs: dict[str, torch.Tensor | float] = {**step_logs, **method.after_optimizer_step(step)}
                 sums["loss"] = sums.get("loss", 0.0) + global_loss
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + float(v)

@@ -32,8 +32,8 @@ from srkd.evaluation.upscale import (
     resolve_device,
     super_resolve,
     tiled_super_resolve,
-    unwrap,
 )
+from srkd.models.taps import unwrap_model
 
 # LR images above this many pixels are tiled (bounded memory for teacher-size networks on 2K benchmarks);
 # tiling changes PSNR by far less than 0.001 dB. Below it, images of one size are batched together.
@@ -58,7 +58,7 @@ def load_eval_model(spec: str | Path, scale: int, device: torch.device) -> nn.Mo
 
 def check_scale(model: nn.Module, scale: int, what: str) -> None:
     """A network that upsamples by itself must do so by ``scale``; pre-upsampling nets (VDSR) serve any scale."""
-    net = unwrap(model)
+    net = unwrap_model(model)
     if not isinstance(getattr(net, "scale", None), int) or getattr(net, "colour", None) not in ("rgb", "y"):
         arch = getattr(getattr(net, "spec", None), "arch", type(net).__name__)
         raise CheckpointError(f"{what}: a '{arch}' model is not a super-resolution network (no scale/colour)")

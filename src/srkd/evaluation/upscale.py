@@ -27,6 +27,8 @@ import torch.nn as nn
 
 from srkd.data.images import quantize
 from srkd.errors import SrkdError
+from srkd.models import model_scale
+from srkd.models.taps import unwrap_model
 
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
@@ -49,20 +51,11 @@ class Bicubic(nn.Module):
         return imresize(x, scale=self.scale)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module that carries ``scale``/``colour`` (DDP and ``torch.compile`` wrap it)."""
-    for attr in ("module", "_orig_mod"):
-        inner = getattr(model, attr, None)
-        if isinstance(inner, nn.Module):
-            return unwrap(inner)
-    return model
-
-
 def model_device(model: nn.Module) -> torch.device:
     for tensor in model.parameters():
         return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 
@@ -117,11 +110,12 @@ def network_forward(
     return net(x)
 
 
-def _transforms() -> list[
-    tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
-]:
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _transforms() -> list[tuple[Transform, Transform]]:
     """The 8 symmetries of the square (flips x transpose), each with its inverse."""
-    pairs = []
+    pairs: list[tuple[Transform, Transform]] = []
     for transpose in (False, True):
         for flip_h in (False, True):
             for flip_v in (False, True):
@@ -172,8 +166,8 @@ def super_resolve(
     """
     if y_input not in Y_INPUTS:
         raise SrkdError(f"unknown y_input '{y_input}' (use one of: {', '.join(Y_INPUTS)})")
-    net = unwrap(model)
-    s = int(scale or net.scale)
+    net = unwrap_model(model)
+    s = int(scale or model_scale(net))
     colour = getattr(net, "colour", "rgb")
     if colour == "y":
         from srkd.ops.color import rgb_to_ycbcr, ycbcr_to_rgb
@@ -296,8 +290,8 @@ def tiled_super_resolve(
         raise SrkdError(f"expected an RGB image (3 channels), got {lr.shape[0]} channels")
     if out_dtype not in (torch.float32, torch.float16, torch.uint8):
         raise ValueError(f"out_dtype must be float32, float16 or uint8, not {out_dtype}")
-    net = unwrap(model)
-    s = int(scale or net.scale)
+    net = unwrap_model(model)
+    s = int(scale or model_scale(net))
     dev = resolve_device(device, model)
     _, h, w = lr.shape
     out = torch.empty(3, h * s, w * s, dtype=out_dtype)
@@ -350,6 +344,5 @@ __all__ = [
     "super_resolve",
     "tile_spans",
     "tiled_super_resolve",
-    "unwrap",
     "upscale_image",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
@@ -38,6 +38,31 @@ class ModelSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def to_channels_last(module: ModuleT) -> ModuleT:
+    """4-D weights to channels_last, in place: the layout oneDNN and cuDNN run bf16 convolutions fastest in."""
+    return module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # valid; not in torch's stubs
+
+
+def model_scale(model: nn.Module) -> int:
+    """The ``scale`` an srkd model was built for, through DDP / ``torch.compile`` / EMA wrappers."""
+    from srkd.models.taps import unwrap_model
+
+    return int(getattr(unwrap_model(model), "scale"))  # noqa: B009 - torch types module attributes as Tensor
+
+
+def model_spec(model: nn.Module) -> ModelSpec:
+    """How the model was built (``build_model`` records it), through the same wrappers."""
+    from srkd.models.taps import unwrap_model
+
+    spec = getattr(unwrap_model(model), "spec", None)
+    if not isinstance(spec, ModelSpec):
+        raise SrkdError(f"{type(model).__name__} was not built by srkd.models.build_model (no spec)")
+    return spec
+
+
 def get_class(arch: str) -> type[nn.Module]:
     try:
         target = ARCHITECTURES[arch.lower()]
@@ -57,11 +82,11 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
 
         params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
         raise SrkdError(f"{arch}: {exc} (accepted arguments: {', '.join(params)})") from None
-    model.spec = ModelSpec(arch.lower(), dict(kwargs))
+    model.spec = ModelSpec(arch.lower(), dict(kwargs))  # type: ignore[assignment]  # stubs: Tensor | Module only
     return model
 
 
-__all__ = ["ARCHITECTURES", "ModelSpec", "build_model", "get_class"]
+__all__ = ["ARCHITECTURES", "ModelSpec", "build_model", "get_class", "model_scale", "model_spec", "to_channels_last"]
 
 
 def run_sr(model: nn.Module, lr: torch.Tensor, scale: int | None = None) -> torch.Tensor:
@@ -71,11 +96,12 @@ def run_sr(model: nn.Module, lr: torch.Tensor, scale: int | None = None) -> torc
     reference implementations do; the others get ``lr`` as is. The resize is differentiable, so gradients reach
     a generator that produced ``lr`` (data-free distillation).
     """
-    target = getattr(model, "module", model)  # DDP / compiled wrappers
-    if getattr(target, "upsample_input", False):
+    from srkd.models.taps import unwrap_model
+
+    if getattr(unwrap_model(model), "upsample_input", False):
         from srkd.ops.imresize import imresize
 
-        lr = imresize(lr, scale=scale or target.scale).clamp(0.0, 1.0)
+        lr = imresize(lr, scale=scale or model_scale(model)).clamp(0.0, 1.0)
     return model(lr)
 
 

@@ -49,6 +49,8 @@ class MeanShift(nn.Module):
     checkpoints (BasicSR keeps it out of the state dict too). A non-RGB input gets a zero mean.
     """
 
+    mean: torch.Tensor  # buffer
+
     def __init__(self, in_channels: int, img_range: float, rgb_mean: Sequence[float]) -> None:
         super().__init__()
         mean = list(rgb_mean) if len(rgb_mean) == in_channels else [0.0] * in_channels

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from srkd.errors import SrkdError
+from srkd.models import model_scale, to_channels_last
 from srkd.models.taps import unwrap_model
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -36,7 +37,7 @@ def network_input_shape(model: nn.Module, input_shape: Sequence[int]) -> tuple[i
     """
     net = unwrap_model(model)
     if hasattr(net, "latent_dim"):
-        return (1, int(net.latent_dim))
+        return (1, int(getattr(net, "latent_dim")))  # noqa: B009 - torch types module attributes as Tensor
     if len(input_shape) != 3:
         raise SrkdError(f"input shape must be C x H x W, got {'x'.join(map(str, input_shape))}")
     c, h, w = (int(v) for v in input_shape)
@@ -47,7 +48,7 @@ def network_input_shape(model: nn.Module, input_shape: Sequence[int]) -> tuple[i
             f"got input shape {c}x{h}x{w}"
         )
     if getattr(net, "upsample_input", False):
-        h, w = h * net.scale, w * net.scale
+        h, w = h * model_scale(net), w * model_scale(net)
     return (1, c, h, w)
 
 
@@ -90,7 +91,7 @@ def measure_latency(
     x = torch.rand(network_input_shape(net, input_shape), device=device)
     low = precision != "fp32"
     if low and device.type == "cpu":
-        net = net.to(memory_format=torch.channels_last)
+        net = to_channels_last(net)
         x = x.contiguous(memory_format=torch.channels_last)
 
     def sync() -> None:

@@ -72,6 +72,8 @@ def shifted_window_mask(h: int, w: int, ws: int, shift: int, device: torch.devic
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside a window, with a learned bias per relative offset (per head)."""
 
+    relative_position_index: torch.Tensor  # buffer
+
     def __init__(self, dim: int, window_size: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads

@@ -38,6 +38,14 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
+def feature_taps(model: nn.Module) -> dict[str, str]:
+    """The model's tap table (name -> module path); every srkd architecture has one."""
+    table = getattr(model, "feature_taps", None)
+    if not callable(table):
+        raise SrkdError(f"{type(model).__name__} has no feature_taps(): feature KD needs an srkd architecture")
+    return dict(table())
+
+
 def standard_taps(body: nn.Sequential, body_out: str) -> dict[str, str]:
     """The tap table every SR model exposes: head output, each body block's output, and the body's output.
 
@@ -52,7 +60,7 @@ def standard_taps(body: nn.Sequential, body_out: str) -> dict[str, str]:
 
 def _valid_paths_hint(model: nn.Module) -> str:
     if hasattr(model, "feature_taps"):
-        names = list(model.feature_taps().values())
+        names = list(feature_taps(model).values())
     else:
         names = [n for n, _ in model.named_modules() if n]
     shown = names[:4] + (["..."] + names[-2:] if len(names) > 6 else names[4:])
@@ -113,7 +121,7 @@ class FeatureTaps:
 
 def tap_paths(model: nn.Module, names: Iterable[str]) -> list[str]:
     """Module paths for tap names of ``model.feature_taps()`` (e.g. ``["head", "body"]``), with a clear error."""
-    taps = unwrap_model(model).feature_taps()
+    taps = feature_taps(unwrap_model(model))
     try:
         return [taps[n] for n in names]
     except KeyError as exc:
@@ -122,18 +130,23 @@ def tap_paths(model: nn.Module, names: Iterable[str]) -> list[str]:
         ) from None
 
 
+def model_body(model: nn.Module) -> nn.Sequential:
+    """The model's ``body`` (the blocks that feature KD taps and progressive distillation splits)."""
+    body = getattr(unwrap_model(model), "body", None)
+    if not isinstance(body, nn.Sequential):
+        raise SrkdError(f"{type(model).__name__} has no 'body' sequence of blocks to split into segments")
+    return body
+
+
 def segment_paths(model: nn.Module, n: int) -> list[str]:
     """Output paths of ``n`` equal segments of the body (FAKD uses 3); the last one ends at the last block.
 
     With ``B`` blocks, segment ``k`` ends at block ``(k + 1) * B // n - 1``.
     """
-    body = getattr(unwrap_model(model), "body", None)
-    if not isinstance(body, nn.Sequential):
-        raise SrkdError(f"{type(model).__name__} has no 'body' sequence of blocks to split into segments")
-    blocks = len(body)
+    blocks = len(model_body(model))
     if not 1 <= n <= blocks:
         raise SrkdError(f"cannot split a body of {blocks} blocks into {n} segments (need 1 <= n <= {blocks})")
     return [f"body.{(k + 1) * blocks // n - 1}" for k in range(n)]
 
 
-__all__ = ["FeatureTaps", "segment_paths", "standard_taps", "tap_paths", "unwrap_model"]
+__all__ = ["FeatureTaps", "feature_taps", "model_body", "segment_paths", "standard_taps", "tap_paths", "unwrap_model"]

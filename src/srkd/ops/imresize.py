@@ -164,6 +164,7 @@ def imresize(
             raise ValueError(f"imresize: output size must be positive, got {size}")
         scale_h, scale_w = out_h / in_h, out_w / in_w
     else:
+        assert scale is not None  # exactly one of scale and size was given
         if not scale > 0:
             raise ValueError(f"imresize: scale must be positive, got {scale}")
         scale_h = scale_w = float(scale)

@@ -65,8 +65,8 @@ border-left:3px solid #e0a800}
 def _as_blocks(content: Block | Sequence[Block]) -> list[Block]:
     if isinstance(content, (str, bytes, Figure, Table, Html)):
         return [content]
-    if isinstance(content, tuple) and len(content) == 2 and all(isinstance(c, str) for c in content):
-        return [content]  # an (markdown, html) table pair
+    if isinstance(content, tuple) and len(content) == 2 and isinstance(content[0], str) and isinstance(content[1], str):
+        return [(content[0], content[1])]  # an (markdown, html) table pair
     return list(content)
 
 

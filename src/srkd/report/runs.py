@@ -187,7 +187,7 @@ def load_for_scale(path: str | Path, scale: int) -> Any:
     meta = read_metadata(path)
     if int(scale) not in meta["scales"] and getattr(get_class(meta["arch"]), "upsample_input", False):
         model, _ = load_model(path)
-        model.scale = int(scale)
+        model.scale = int(scale)  # type: ignore[assignment]  # torch types module attributes as Tensor | Module
         return model
     return load_model(path, scale=scale)[0]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 MISSING = "–"
 
@@ -105,7 +105,11 @@ def pivot_table(
     # by first-seen order (a key without a preference must still be sorted, or a later key would ungroup it).
     for i in reversed(range(len(rows))):
         rank = {v: n for n, v in enumerate(_order((k[i] for k in keys), row_order.get(rows[i])))}
-        keys.sort(key=lambda k, i=i, rank=rank: rank[k[i]])
+
+        def by_rank(k: tuple[Any, ...], i: int = i, rank: dict[Any, int] = rank) -> int:
+            return rank[k[i]]
+
+        keys.sort(key=by_rank)
     cell: dict[tuple[tuple[Any, ...], Any], Mapping[str, Any]] = {}
     for e in entries:
         cell[(tuple(e[r] for r in rows), e[column])] = e
@@ -139,9 +143,9 @@ def pivot_table(
         previous = key
         values: list[tuple[str, bool]] = []
         for c in columns:
-            e = cell.get((key, c))
+            found = cell.get((key, c))
             for m, _title in metrics:
-                v = e.get(m) if e is not None else None
+                v = found.get(m) if found is not None else None
                 b = best(key, c, m)
                 is_best = b is not None and _finite(v) and abs(float(v) - b) < 1e-12
                 values.append((fmt_value(m, float(v)) if _finite(v) else MISSING, is_best))
@@ -171,7 +175,7 @@ def _header(key: str) -> str:
     return key[:1].upper() + key[1:]
 
 
-def _finite(v: Any) -> bool:
+def _finite(v: Any) -> TypeGuard[float]:
     try:
         return v is not None and not isinstance(v, bool) and math.isfinite(float(v))
     except (TypeError, ValueError):
