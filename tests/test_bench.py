@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 from reference import basicsr_reference
 
@@ -87,6 +88,8 @@ def test_kd_accuracy_quick(tmp_path):
         assert fp32["psnr_y"]["0"] == control["psnr_y"]["0"] == bf16["psnr_y"]["0"]
     assert m["runs"][0]["psnr_y"]["0"] != m["runs"][3]["psnr_y"]["0"]
     assert abs(m["psnr_bf16_minus_fp32_db"]) < 0.05 and m["fp32_seed_spread_db"] > 0
+    d0, d1 = (p["bf16_minus_fp32_db"] for p in m["per_seed"])
+    assert m["psnr_bf16_minus_fp32_sem_db"] == pytest.approx(abs(d0 - d1) / 2)  # two seeds: half their gap
     # the control differs from fp32 only by summation order: far closer after two steps than bf16 may be
     assert m["control_abs_minus_fp32_db_mean"] < 0.005
     assert [p["control_minus_fp32_db"] for p in m["per_seed"]] == [

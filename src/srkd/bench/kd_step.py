@@ -416,7 +416,11 @@ def run_accuracy(opts: BenchOptions) -> dict[str, Any]:
     final = {(r["seed"], r["precision"]): r["final_psnr_y"] for r in runs}
     per_seed = [{"seed": s, "bf16_minus_fp32_db": final[s, "bf16"] - final[s, "fp32"],
                  "control_minus_fp32_db": final[s, "fp32-cl"] - final[s, "fp32"]} for s in seeds]
-    diff = sum(p["bf16_minus_fp32_db"] for p in per_seed) / len(per_seed)
+    diffs = [p["bf16_minus_fp32_db"] for p in per_seed]
+    diff = sum(diffs) / len(diffs)
+    # How far the mean could be from the true bias: single runs scatter (a run's trajectory diverges from tiny
+    # perturbations; the control shows how much), so a mean over few seeds needs its own error bar.
+    sem = (sum((d - diff) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5 if len(diffs) > 1 else None
     control = sum(abs(p["control_minus_fp32_db"]) for p in per_seed) / len(per_seed)
     fp32_finals = [final[s, "fp32"] for s in seeds]
     return {
@@ -437,6 +441,7 @@ def run_accuracy(opts: BenchOptions) -> dict[str, Any]:
             "runs": runs,
             "per_seed": per_seed,
             "psnr_bf16_minus_fp32_db": diff,
+            "psnr_bf16_minus_fp32_sem_db": sem,
             "fp32_seed_spread_db": max(fp32_finals) - min(fp32_finals) if len(seeds) > 1 else None,
             "control_abs_minus_fp32_db_mean": control,
         },
@@ -459,4 +464,7 @@ def describe_accuracy(result: dict[str, Any]) -> list[str]:
                          f"{p['control_minus_fp32_db']:+.4f} dB (summation order alone)")
     if m["fp32_seed_spread_db"] is not None:
         lines.append(f"fp32 final PSNR spread across seeds: {m['fp32_seed_spread_db']:.4f} dB (run-to-run variation)")
+    if m.get("psnr_bf16_minus_fp32_sem_db") is not None:
+        lines.append(f"bf16 - fp32, mean over {len(m['per_seed'])} seeds: {m['psnr_bf16_minus_fp32_db']:+.4f} "
+                     f"+/- {m['psnr_bf16_minus_fp32_sem_db']:.4f} dB (standard error of the mean)")
     return lines
