@@ -357,6 +357,19 @@ def _truncated(tmp: Path) -> Path:
     return p
 
 
+def test_resuming_with_another_student_names_the_mismatch_and_keeps_the_run_config(tmp_path: Path) -> None:
+    """The folder's config.yaml must keep describing the checkpoints in it when a resume is refused."""
+    cfg = make_cfg(tmp_path, "noisy", train={"iterations": 2})
+    train(cfg)
+    before = (cfg.run_dir / "config.yaml").read_text()
+    wider = make_cfg(tmp_path, "noisy", train={"iterations": 4},
+                     student={"arch": "edsr", "kwargs": {"n_feats": 6, "n_resblocks": 1}})
+    with pytest.raises(CheckpointError, match=r"does not fit this config \(size mismatch for .*continue that run "
+                                              r"with its own config"):
+        train(wider, resume="auto")
+    assert (cfg.run_dir / "config.yaml").read_text() == before
+
+
 def test_fresh_start_refuses_to_overwrite_checkpoints(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, "scratch", train={"iterations": 2})
     train(cfg)

@@ -128,3 +128,17 @@ def test_teacher_kwargs_must_match_the_checkpoint(tmp_path: Path, capsys) -> Non
         code == 2
         and one_error_line(err) == f"error: teacher.kwargs.n_feats is 64 but {teacher} was built with 8"
     )
+
+
+def test_srkd_warnings_print_as_one_user_line_and_others_keep_their_source() -> None:
+    import os
+
+    import srkd.engine.trainer as trainer_module
+    from srkd.cli.main import format_warning
+
+    ours = format_warning(UserWarning("skipped 1 image(s)"), UserWarning, trainer_module.__file__, 166, "x = 1")
+    assert ours == "warning: skipped 1 image(s)\n"
+    elsewhere = os.path.join(os.sep, "site-packages", "lib.py")
+    assert "lib.py:3: UserWarning: lib says" in format_warning(UserWarning("lib says"), UserWarning, elsewhere, 3)
+    deprecation = format_warning(DeprecationWarning("old"), DeprecationWarning, trainer_module.__file__, 5)
+    assert "trainer.py:5: DeprecationWarning: old" in deprecation

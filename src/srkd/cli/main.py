@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from srkd import __version__
 from srkd.errors import SrkdError
@@ -31,6 +32,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("reproduce", "run every cell of a paper table and report it"),
     "bench": ("bench", "speed benchmarks against a BasicSR-style baseline"),
 }
+
+
+_python_format = warnings.formatwarning
+_SRKD_SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                   line: str | None = None) -> str:
+    """srkd's own UserWarnings are messages for the user ("skipped 3 images smaller than the patch"), so they
+    print as ``warning: ...`` like errors do; Python's format adds a file, a line number and a source line that
+    only mean something to a developer. Everything else (library and deprecation warnings) keeps that format."""
+    if category is UserWarning and os.path.abspath(filename).startswith(_SRKD_SOURCE):
+        return f"warning: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
     args.command = name
+    warnings.formatwarning = format_warning
     try:
         return int(module.run(args) or 0)
     except SrkdError as exc:

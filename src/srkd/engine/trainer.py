@@ -364,13 +364,8 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
     sampler = None if method.provides_batches else build_sampler(cfg, env, colour)
     check_val_sets(cfg)
 
-    # 3. run directory (rank 0 writes) and restored state
-    if env.is_main:
-        try:
-            resolved = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-            ckpt.atomic_write_bytes(run_dir / "config.yaml", resolved.encode("utf-8"))
-        except OSError as exc:
-            raise TrainingError(f"{run_dir}: cannot write the run folder ({exc.strerror or exc})") from None
+    # 3. restored state, then the run directory (rank 0 writes). In this order: a checkpoint that does not fit
+    # this config must leave the folder's config.yaml describing the run that wrote it.
     if resumed:
         path, saved = resumed
         check_resumable(path, saved, cfg)
@@ -379,8 +374,15 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
             method.raw_student.load_state_dict(saved["student"])
         except RuntimeError as exc:
             raise CheckpointError(
-                f"{path}: the checkpoint's student does not fit this config ({_first(exc)})"
+                f"{path}: the checkpoint's student does not fit this config ({_mismatch(exc)}); continue that "
+                f"run with its own config ({run_dir / 'config.yaml'}), or train this one in another --out"
             ) from None
+    if env.is_main:
+        try:
+            resolved = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+            ckpt.atomic_write_bytes(run_dir / "config.yaml", resolved.encode("utf-8"))
+        except OSError as exc:
+            raise TrainingError(f"{run_dir}: cannot write the run folder ({exc.strerror or exc})") from None
     prepare_student(method, cfg, env)
     opt = build_optim(cfg, method)
     amp = AMP_DTYPES.get(tc.precision)
@@ -659,8 +661,10 @@ def _fmt(logs: dict[str, Any]) -> str:
     return ", ".join(f"{k}={float(v):.4g}" for k, v in logs.items()) or "no terms"
 
 
-def _first(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:200]
+def _mismatch(exc: BaseException) -> str:
+    """The first concrete problem of a ``load_state_dict`` error (its first line only names the class)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__)[:200]
 
 
 __all__ = ["Interrupted", "build_optim", "build_student", "build_teacher", "eval_model", "train"]
