@@ -52,6 +52,7 @@ def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path: P
     cfg = write_cfg(tmp_path, "kd", train=train, data={"batch_size": 2})
     two = torchrun(tmp_path, 2, "train", str(cfg), "--out", str(tmp_path / "two"))
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    assert two.stdout.count("run folder:") == 1  # rank 0 reports; the other rank stays quiet
     run_training(make_cfg(tmp_path, "kd", train=train, data={"batch_size": 4}, out_dir=str(tmp_path / "one")))
 
     def losses(run: Path) -> torch.Tensor:

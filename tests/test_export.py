@@ -41,8 +41,9 @@ def test_dynamic_onnx_matches_pytorch_at_two_sizes_on_random_and_real_images(tmp
     ckpt, model = checkpoint(tmp_path, arch)
     out = tmp_path / f"{arch}.onnx"
     assert main(["export", str(ckpt), "--onnx", str(out), "--dynamic", "--input", "24x32"]) == 0
-    assert "matches PyTorch" in capsys.readouterr().out
     c = model.in_channels
+    shapes = f"1x{c}x24x32, 2x{c}x37x39"  # the example size, then an odd one with batch 2; each listed once
+    assert f"matches PyTorch on random and real images of {shapes} (max |diff|" in capsys.readouterr().out
     gen = torch.Generator().manual_seed(5)
     for x in (torch.rand(1, c, 24, 32, generator=gen), torch.rand(2, c, 41, 19, generator=gen),
               real_input(model, (57, 66))):

@@ -56,5 +56,6 @@ def _run(args: argparse.Namespace) -> int:
         cfg.out_dir = args.out
     resume = None if str(args.resume).lower() == "none" else args.resume
     run_dir = train(cfg, resume=resume)
-    print(f"run folder: {run_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank gets here; one line is enough
+        print(f"run folder: {run_dir}")
     return 0
