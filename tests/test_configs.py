@@ -163,3 +163,18 @@ def test_the_generator_schedule_is_checked_the_same_way() -> None:
 
     with pytest.raises(ConfigError, match=r"gen_milestones': .*strictly increasing"):
         _cfg("datafree-vdsr-quick", ("method.gen_milestones=[300, 300]",))
+
+
+def test_a_data_free_run_shorter_than_its_stages_is_refused_with_scaled_stages() -> None:
+    """Cutting train.iterations of a progressive recipe would silently ship the stage-0 (shallower) student."""
+    from srkd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"datafree-edsr-quick.yaml: method.stages \[450, 2550\]: the student "
+                                          r"reaches its full depth at iteration 450, but train.iterations is 20.*"
+                                          r'--set "method.stages=\[3, 17\]"'):
+        _cfg("datafree-edsr-quick", ("train.iterations=20",))
+    ok = _cfg("datafree-edsr-quick", ("train.iterations=20", "method.stages=[3, 17]"))
+    assert ok.method.stages == [3, 17]  # type: ignore[attr-defined]
+    assert _cfg("datafree-edsr-quick", ("train.iterations=451",)).train.iterations == 451  # grows at 450: fine
+    with pytest.raises(ConfigError, match="give at least one iteration per stage"):
+        _cfg("datafree-edsr-quick", ("train.iterations=1",))

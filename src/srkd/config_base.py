@@ -73,6 +73,8 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
             allowed = _allowed_keys(model, loc[:-1])
             hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
             lines.append(f"{source}: unknown key '{key}'{hint}")
+        elif not loc:  # a check across sections (a model validator of the whole config): its message says it all
+            lines.append(f"{source}: {err['msg']}")
         elif err["type"] == "missing":
             lines.append(f"{source}: missing required key '{key}'")
         else:

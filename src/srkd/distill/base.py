@@ -57,6 +57,11 @@ class MethodConfig(StrictModel):
 
     name: str
 
+    def check_budget(self, iterations: int) -> str | None:
+        """What goes wrong when this method runs for ``iterations`` student steps, or None. Methods whose own
+        schedule is counted in iterations (data-free's progressive stages) check that it fits the run."""
+        return None
+
 
 def freeze(module: nn.Module) -> nn.Module:
     """Teacher discipline: eval mode (no dropout/BN updates) and no parameter gradients, ever."""

@@ -77,6 +77,18 @@ class Config(MethodConfig):
     max_skips: int = Field(10, ge=0)
     sample_every: int = Field(0, ge=0)  # write a grid of samples + teacher SR every N iterations (0: never)
 
+    def check_budget(self, iterations: int) -> str | None:
+        # Growth happens at fixed iterations: a run shorter than the stages (a recipe's train.iterations cut to
+        # fit a budget) would end on a shallower student than configured, and ship it without a word.
+        if not self.progressive or sum(self.stages[:-1]) < iterations:
+            return None
+        hint = scaled_stages(self.stages, iterations) if iterations >= len(self.stages) else None
+        return (f"method.stages {self.stages}: the student reaches its full depth at iteration "
+                f"{sum(self.stages[:-1])}, but train.iterations is {iterations}, so the run would end with a "
+                f"shallower student than configured; "
+                + (f"scale the stages with the budget, e.g. --set \"method.stages={hint}\"" if hint else
+                   "give at least one iteration per stage"))
+
     @model_validator(mode="after")
     def _check(self) -> Config:
         if self.progressive and len(self.stages) < 2:
@@ -92,6 +104,13 @@ class Config(MethodConfig):
                 "inputs", "inputs: noise has no generator: set adversarial: false and reconstruction: false"
             )
         return self
+
+
+def scaled_stages(stages: list[int], iterations: int) -> list[int]:
+    """``stages`` rescaled to a run of ``iterations`` steps, same proportions, each at least 1."""
+    total = sum(stages)
+    heads = [max(1, round(s * iterations / total)) for s in stages[:-1]]
+    return [*heads, max(1, iterations - sum(heads))]
 
 
 def step_decay(step: int, milestones: list[int], step_size: int | None, gamma: float) -> float:

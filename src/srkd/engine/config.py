@@ -116,6 +116,13 @@ class TrainConfig(StrictModel):
     def _method_config(cls, value: Any) -> Any:
         return resolve_method_config(value)
 
+    @model_validator(mode="after")
+    def _method_fits_the_run(self) -> TrainConfig:
+        problem = self.method.check_budget(self.train.iterations)
+        if problem:
+            raise PydanticCustomError("budget", "{problem}", {"problem": problem})
+        return self
+
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir if self.out_dir is not None else Path("runs") / self.name)
