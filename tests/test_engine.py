@@ -756,3 +756,12 @@ def test_compiled_student_trains_and_saves_plain_keys(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, "kd", train={"compile": True, "iterations": 2})
     state = final_state(train(cfg))
     assert "head.weight" in state["student"] and not any("_orig_mod" in k for k in state["student"])
+
+
+def test_a_decay_after_the_last_iteration_is_warned_about(tmp_path: Path) -> None:
+    """A paper recipe cut to a short budget keeps its 1e5 milestones: the user is told the rate never decays."""
+    with pytest.warns(UserWarning, match=r"decay at iteration 6 comes after the last of train.iterations=4"):
+        train(make_cfg(tmp_path / "a", "noisy", train={"iterations": 4}, sched={"milestones": [2, 6]}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(make_cfg(tmp_path / "b", "noisy", train={"iterations": 4}, sched={"milestones": [2, 3]}))

@@ -328,6 +328,13 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
     device = env.device
     if tc.precision == "fp16" and device.type == "cpu":
         warnings.warn("fp16 autocast on CPU is slow; bf16 is the fast CPU format (AMX)", stacklevel=2)
+    late = [m for m in cfg.sched.milestones if m >= tc.iterations]
+    if cfg.sched.step_size is not None and cfg.sched.step_size >= tc.iterations:
+        late = [cfg.sched.step_size]
+    if late and env.is_main:  # typically a paper recipe (decay at 1e5) whose train.iterations was cut to fit
+        warnings.warn(f"the learning-rate decay at iteration {', '.join(map(str, late))} comes after the last of "
+                      f"train.iterations={tc.iterations}: it never happens (scale sched with the budget?)",
+                      stacklevel=2)
 
     # 1. where we start from: a checkpoint (resume) or nothing
     resumed: tuple[Path, dict[str, Any]] | None = None
