@@ -62,6 +62,7 @@ def test_single_file_to_file_matches_the_api(tmp_path, ckpt, capsys):
         ("missing-model", "no such file"),
         ("wrong-scale", "x3"),
         ("self", "overwrite"),
+        ("file-without-image-suffix", "needs an image suffix such as .png"),
     ],
 )
 def test_errors_are_one_line(tmp_path, ckpt, capsys, case, needle):
@@ -75,6 +76,9 @@ def test_errors_are_one_line(tmp_path, ckpt, capsys, case, needle):
         args += ["--scale", "3"]
     elif case == "self":
         args[4] = str(tmp_path)
+    elif case == "file-without-image-suffix":  # one input, an existing non-image file as OUT
+        (tmp_path / "student.onnx").write_bytes(b"x")
+        args[4] = str(tmp_path / "student.onnx")
     code = main(args)
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]

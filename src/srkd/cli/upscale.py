@@ -74,7 +74,9 @@ def plan_outputs(inputs: list[Path], out: Path, raw_inputs: list[str], ext: str)
         pairs = [(inputs[0], out)]
     else:
         if out.exists() and not out.is_dir():
-            raise SrkdError(f"{out}: exists and is not a folder (several inputs need an output folder)")
+            why = ("an output file needs an image suffix such as .png" if single_file
+                   else "several inputs need an output folder")
+            raise SrkdError(f"{out}: exists and is not a folder ({why})")
         suffix = "." + ext.lstrip(".")
         pairs = [(src, out / f"{src.stem}{suffix}") for src in inputs]
     seen: dict[Path, Path] = {}
