@@ -765,3 +765,13 @@ def test_a_decay_after_the_last_iteration_is_warned_about(tmp_path: Path) -> Non
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train(make_cfg(tmp_path / "b", "noisy", train={"iterations": 4}, sched={"milestones": [2, 3]}))
+
+
+def test_a_student_as_big_as_its_teacher_is_warned_about(tmp_path: Path) -> None:
+    big = {"arch": "edsr", "kwargs": {"n_feats": 8, "n_resblocks": 1}}  # the teacher's size in cfg_dict
+    with pytest.warns(UserWarning, match=r"the student \(0\.\d+ M parameters\) is not smaller than its teacher"):
+        train(make_cfg(tmp_path / "a", "kd", student=big, train={"iterations": 2, "ckpt_every": 2}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(make_cfg(tmp_path / "b", "kd", train={"iterations": 2, "ckpt_every": 2}, sched={"milestones": [1]}))
+    assert not [w for w in caught if "not smaller than its teacher" in str(w.message)]  # 4 features vs 8: quiet

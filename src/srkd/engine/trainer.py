@@ -360,6 +360,12 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
             f"method {cfg.method.name!r} uses no teacher: the 'teacher' section is ignored", stacklevel=2
         )
     teacher = build_teacher(cfg, student) if needs_teacher else None
+    if teacher is not None and env.is_main:
+        n_student, n_teacher = (sum(p.numel() for p in m.parameters()) for m in (student, teacher))
+        if n_teacher and n_student >= n_teacher:  # a paper recipe's student sized for a bigger teacher than yours
+            warnings.warn(f"the student ({n_student / 1e6:.2f} M parameters) is not smaller than its teacher "
+                          f"({n_teacher / 1e6:.2f} M): set student.kwargs to the size you want to ship",
+                          stacklevel=2)
     colour = getattr(student, "colour", "rgb")
     if cfg.data.colour is not None and cfg.data.colour != colour:
         raise ConfigError(f"data.colour is {cfg.data.colour!r} but the student works on {colour!r} images")
