@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -420,7 +421,7 @@ def run_accuracy(opts: BenchOptions) -> dict[str, Any]:
     diff = sum(diffs) / len(diffs)
     # How far the mean could be from the true bias: single runs scatter (a run's trajectory diverges from tiny
     # perturbations; the control shows how much), so a mean over few seeds needs its own error bar.
-    sem = (sum((d - diff) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5 if len(diffs) > 1 else None
+    sem = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
     control = sum(abs(p["control_minus_fp32_db"]) for p in per_seed) / len(per_seed)
     fp32_finals = [final[s, "fp32"] for s in seeds]
     return {

@@ -209,9 +209,9 @@ class Method(MethodBase):
         if hasattr(like, "scale"):
             model.scale = like.scale
         if previous is not None:
-            n_prev = len(model_body(previous))
+            n_prev, n_now = len(model_body(previous)), len(model_body(model))
             result = model.load_state_dict(previous.state_dict(), strict=False)
-            new = {k for k in result.missing_keys if not any(k.startswith(f"body.{j}.") for j in range(n_prev, len(model_body(model))))}
+            new = {k for k in result.missing_keys if not any(k.startswith(f"body.{j}.") for j in range(n_prev, n_now))}
             if result.unexpected_keys or new:
                 raise TrainingError(f"progressive growth: unexpected {result.unexpected_keys}, missing {sorted(new)}")
         ref = next(like.parameters())

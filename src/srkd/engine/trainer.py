@@ -57,6 +57,7 @@ from srkd.engine.ema import EMA
 from srkd.engine.logging import RunLogger
 from srkd.errors import CheckpointError, ConfigError, SrkdError, TrainingError
 from srkd.models import run_sr, to_channels_last
+from srkd.models.profile import count_params
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -328,9 +329,8 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
     device = env.device
     if tc.precision == "fp16" and device.type == "cpu":
         warnings.warn("fp16 autocast on CPU is slow; bf16 is the fast CPU format (AMX)", stacklevel=2)
-    late = [m for m in cfg.sched.milestones if m >= tc.iterations]
-    if cfg.sched.step_size is not None and cfg.sched.step_size >= tc.iterations:
-        late = [cfg.sched.step_size]
+    decays = [cfg.sched.step_size] if cfg.sched.step_size is not None else cfg.sched.milestones
+    late = [m for m in decays if m >= tc.iterations]
     if late and env.is_main:  # typically a paper recipe (decay at 1e5) whose train.iterations was cut to fit
         warnings.warn(f"the learning-rate decay at iteration {', '.join(map(str, late))} comes after the last of "
                       f"train.iterations={tc.iterations}: it never happens (scale sched with the budget?)",
@@ -361,7 +361,7 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
         )
     teacher = build_teacher(cfg, student) if needs_teacher else None
     if teacher is not None and env.is_main:
-        n_student, n_teacher = (sum(p.numel() for p in m.parameters()) for m in (student, teacher))
+        n_student, n_teacher = count_params(student), count_params(teacher)
         if n_teacher and n_student >= n_teacher:  # a paper recipe's student sized for a bigger teacher than yours
             warnings.warn(f"the student ({n_student / 1e6:.2f} M parameters) is not smaller than its teacher "
                           f"({n_teacher / 1e6:.2f} M): set student.kwargs to the size you want to ship",

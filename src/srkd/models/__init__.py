@@ -98,10 +98,11 @@ def run_sr(model: nn.Module, lr: torch.Tensor, scale: int | None = None) -> torc
     """
     from srkd.models.taps import unwrap_model
 
-    if getattr(unwrap_model(model), "upsample_input", False):
+    net = unwrap_model(model)
+    if getattr(net, "upsample_input", False):
         from srkd.ops.imresize import imresize
 
-        lr = imresize(lr, scale=scale or model_scale(model)).clamp(0.0, 1.0)
+        lr = imresize(lr, scale=scale or model_scale(net)).clamp(0.0, 1.0)
     return model(lr)
 
 

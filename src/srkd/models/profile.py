@@ -48,7 +48,8 @@ def network_input_shape(model: nn.Module, input_shape: Sequence[int]) -> tuple[i
             f"got input shape {c}x{h}x{w}"
         )
     if getattr(net, "upsample_input", False):
-        h, w = h * model_scale(net), w * model_scale(net)
+        s = model_scale(net)
+        h, w = h * s, w * s
     return (1, c, h, w)
 
 
