@@ -169,12 +169,12 @@ def test_a_data_free_run_shorter_than_its_stages_is_refused_with_scaled_stages()
     """Cutting train.iterations of a progressive recipe would silently ship the stage-0 (shallower) student."""
     from srkd.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"datafree-edsr-quick.yaml: method.stages \[450, 2550\]: the student "
-                                          r"reaches its full depth at iteration 450, but train.iterations is 20.*"
+    with pytest.raises(ConfigError, match=r"datafree-edsr-quick.yaml: method.stages \[150, 850\]: the student "
+                                          r"reaches its full depth at iteration 150, but train.iterations is 20.*"
                                           r'--set "method.stages=\[3, 17\]"'):
         _cfg("datafree-edsr-quick", ("train.iterations=20",))
     ok = _cfg("datafree-edsr-quick", ("train.iterations=20", "method.stages=[3, 17]"))
     assert ok.method.stages == [3, 17]  # type: ignore[attr-defined]
-    assert _cfg("datafree-edsr-quick", ("train.iterations=451",)).train.iterations == 451  # grows at 450: fine
+    assert _cfg("datafree-edsr-quick", ("train.iterations=151",)).train.iterations == 151  # grows at 150: fine
     with pytest.raises(ConfigError, match="give at least one iteration per stage"):
         _cfg("datafree-edsr-quick", ("train.iterations=1",))
