@@ -18,7 +18,8 @@ from srkd.models import build_model
 from srkd.report.runs import RESULTS_FILE, read_results
 from srkd.reproduce import TABLES, _fmt, execute, plan
 
-EXPECTED = {"dfsr-table1", "dfsr-table2", "dfsr-fig4", "dfsr-table4", "dukd-table2", "dukd-table3", "dukd-table4"}
+EXPECTED = {"dfsr-table1", "dfsr-table2", "dfsr-fig4", "dfsr-table4", "dukd-table2", "dukd-table3", "dukd-table4",
+            "dukd-fig4"}
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +129,28 @@ def test_wr_sweep_factors_scale_the_recipes_own_weight() -> None:
     for mode in ("quick", "full"):
         cfg = load_config(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / f"{VDSR_DF.stem(mode)}.yaml")
         assert cfg.method.w_r == WR_RECIPE[mode]
+
+
+def test_dukd_fig4_trains_three_student_widths_per_method() -> None:
+    """The gain-vs-parameters figure needs, per student width, a scratch run and distilled runs of that very
+    student; the recipe's own width is Table 2's run (same id), the others only change n_feats."""
+    from srkd.config_base import load_config
+    from srkd.engine.config import TrainConfig
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    t2 = {c.id for c in TABLES["dukd-table2"].cells}
+    for mode, widths in (("quick", (8, 16, 32)), ("full", (32, 64, 128))):
+        cells = TABLES["dukd-fig4"].cells_of(mode)
+        assert len(cells) == 9 and all(c.kind == "train" and c.scales == (4,) for c in cells)
+        seen = set()
+        for c in cells:
+            stem, overrides = _fmt(c.recipe, 4, mode)
+            cfg = load_config(TrainConfig, configs / f"{stem}.yaml", list(overrides))
+            f = cfg.student.kwargs["n_feats"]
+            assert dict(c.row)["student"] == f"EDSR {f}f/32b" and cfg.method.name == c.label.lower()
+            assert (c.id in t2) == (f == widths[1])
+            seen.add((f, c.label))
+        assert seen == {(f, m) for f in widths for m in ("Scratch", "KD", "DUKD")}
 
 
 def test_edsr_teachers_are_named_per_mode() -> None:

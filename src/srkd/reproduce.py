@@ -303,6 +303,23 @@ def _dukd_ablation_cell(label: str, zi: bool, zo: bool, aug: bool, mode: Mode) -
 
 DUKD_FIGURES = ("loss", "visual", "agreement", "gain")
 
+# DUKD Fig. 4 (PSNR gain over scratch vs student size, x4): EDSR students of three widths (32 blocks), each trained
+# from scratch, with response KD and with DUKD from one teacher. The width of the Table 2 recipes (--quick 16f from
+# the 64f teacher, --full 64f from the 256f one) reuses Table 2's runs; the others override student.kwargs.n_feats.
+# The paper gives the figure only (sizes unstated in the text): widths here span 75-98 % parameter reduction.
+FIG4_FEATS: dict[Mode, tuple[int, ...]] = {"quick": (8, 16, 32), "full": (32, 64, 128)}
+FIG4_METHODS = ("Scratch", "KD", "DUKD")
+
+
+def _size_cell(method: str, feats: int, mode: Mode) -> Cell:
+    base = _dukd_cell("EDSR", method, 4)
+    assert base.recipe is not None
+    row = (("student", f"EDSR {feats}f/32b"),)
+    if feats == FIG4_FEATS[mode][1]:  # the recipe's own student
+        return replace(base, row=row, modes=(mode,))
+    recipe = replace(base.recipe, overrides=(f"student.kwargs.n_feats={feats}",))
+    return Cell(f"{base.id}-f{feats}", method, "train", recipe, (4,), row, modes=(mode,))
+
 
 # -- the tables -----------------------------------------------------------------------------------------
 TABLES: dict[str, PaperTable] = {
@@ -390,6 +407,16 @@ TABLES: dict[str, PaperTable] = {
         ("Teacher EDSR 64f/32b, student 16f/32b. The paper's numbers for this table are not in the text available "
          "here; it reports +0.31 dB on Urban100 from zoom-in and +0.16 dB more from zoom-out and augmentations.",),
         figures=DUKD_FIGURES,
+    ),
+    "dukd-fig4": PaperTable(
+        "dukd-fig4", "DUKD Fig. 4: PSNR gain over scratch vs student size (EDSR x4)",
+        ("student", "method"), "dataset",
+        tuple(_size_cell(m, f, mode) for mode in ("quick", "full") for f in FIG4_FEATS[mode] for m in FIG4_METHODS),
+        {"quick": QUICK_SETS, "full": FULL_SETS}, (),
+        ("The paper gives this as a plot (Set14 and Urban100, x4) without numbers or student sizes. Teacher: EDSR "
+         "64f/32b (--quick) or 256f/32b (--full); students EDSR of three widths, 32 blocks; the middle width is "
+         "Table 2's student and shares its runs.",),
+        figures=("loss", "gain"),
     ),
 }
 

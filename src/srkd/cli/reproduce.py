@@ -1,6 +1,6 @@
 """``srkd reproduce TABLE [--quick|--full] [--resume] [--dry-run]``: every cell of a paper table, then its report.
 
-Tables: DFSR Tables 1, 2, 4 and Fig. 4; DUKD Tables 2, 3, 4 (see :mod:`srkd.reproduce` for each cell's config).
+Tables: DFSR Tables 1, 2, 4 and Fig. 4; DUKD Tables 2, 3, 4 and Fig. 4 (see :mod:`srkd.reproduce` for each cell's config).
 Finished cells are skipped, so the command can be run again after adding a config or killing a run.
 """
 
