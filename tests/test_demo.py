@@ -117,6 +117,17 @@ def test_act_configs(tmp_path: Path) -> None:
     assert not one.method.progressive  # a single iteration cannot be split into stages
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_acts_train_in_bf16_only_on_a_cpu_with_bf16_kernels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    """Emulated bf16 (AVX2-only CPUs) is ~11x slower than fp32: the demo must not pick it there."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    opts = DemoOptions(out=tmp_path, teacher=tmp_path / "t.safetensors")
+    for make in (dukd_config, datafree_config):
+        assert make(opts, DEFAULT_BUDGET, CPU).train.precision == ("bf16" if native else "fp32")
+
+
 def test_bundled_teacher_ships_with_the_package() -> None:
     """The asset the demo needs: an fp16 EDSR 64f/16b x2 in srkd's format, small enough to commit."""
     assert TEACHER_PATH.is_file(), f"{TEACHER_PATH} is missing"

@@ -718,12 +718,39 @@ def test_jsonl_log_is_valid_json_lines(tmp_path: Path) -> None:
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_and_channels_last_train(tmp_path: Path, precision: str) -> None:
     cfg = make_cfg(tmp_path, "kd", train={"precision": precision, "channels_last": True, "iterations": 3})
-    run = train(cfg)
+    with warnings.catch_warnings():  # bf16 warns on CPUs without bf16 kernels, fp16 on every CPU
+        warnings.simplefilter("ignore")
+        run = train(cfg)
     recs = [r for r in read_log(run / "log.jsonl") if r["type"] == "train"]
     assert len(recs) == 3 and all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in recs)
     state = final_state(run)
     assert (state["scaler"] is not None) == (precision == "fp16")
     assert state["student"]["head.weight"].dtype == torch.float32  # master weights stay fp32
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_device_runs_it_natively(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    """On a CPU without AVX512-BF16/AMX, bf16 is emulated and ~11x slower than fp32: ``auto`` must pick fp32
+    there (recorded in the log), and an explicit bf16 must say why it will crawl."""
+    import srkd.engine.precision as prec
+
+    monkeypatch.setattr(prec.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    def run_with(precision: str) -> tuple[Path, list[str]]:
+        cfg = make_cfg(tmp_path / precision, "kd", train={"precision": precision, "iterations": 1})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run = train(cfg)
+        return run, [str(w.message) for w in caught if "precision" in str(w.message)]
+
+    run, said = run_with("auto")
+    assert said == []  # auto never warns
+    start = next(r for r in read_log(run / "log.jsonl") if r["type"] == "start")
+    assert start["precision"] == ("bf16" if native else "fp32")
+    run, said = run_with("bf16")
+    assert len(said) == (0 if native else 1) and (native or "emulated" in said[0] and "precision=auto" in said[0])
+    assert next(r for r in read_log(run / "log.jsonl") if r["type"] == "start")["precision"] == "bf16"  # obeyed
 
 
 def test_validation_data_lost_mid_run_keeps_the_progress(

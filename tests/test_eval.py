@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,17 @@ def test_live_model_tiled_and_state_restored(tmp_path):
         assert a["psnr_y"] == pytest.approx(b["psnr_y"], abs=0.01)
     with pytest.raises(CheckpointError, match="upscales x2, but --scale 3"):
         evaluate_model(model, [str(folder)], 3, progress=False)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_bf16_kernels_says_it_is_emulated(tmp_path, monkeypatch, native):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    folder = make_set(tmp_path / "val", sizes=((24, 24),))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluate_model(tiny("edsr", 2), [str(folder)], 2, precision="bf16", progress=False)
+    said = [str(w.message) for w in caught if "emulated" in str(w.message)]
+    assert len(said) == (0 if native else 1) and (native or "evaluate in fp32" in said[0])
 
 
 def test_y_model_runs_and_saves_rgb(tmp_path):

@@ -153,6 +153,23 @@ def test_dukd_fig4_trains_three_student_widths_per_method() -> None:
         assert seen == {(f, m) for f in widths for m in ("Scratch", "KD", "DUKD")}
 
 
+def test_a_run_of_the_recipe_before_precision_auto_is_still_its_run(tmp_path: Path) -> None:
+    """The quick recipes said ``precision: bf16`` until they said ``auto``: their finished runs must not be refused
+    as "another config"; any other difference still is."""
+    from srkd.config_base import load_config
+    from srkd.engine.config import TrainConfig
+    from srkd.reproduce import _same_config
+
+    cfg = load_config(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / "edsr-x4-dukd-quick.yaml")
+    assert cfg.train.precision == "auto"
+    saved = cfg.model_dump(mode="json")
+    for key, value, same in (("precision", "bf16", True), ("iterations", 999, False)):
+        old = json.loads(json.dumps(saved))
+        old["train"][key] = value
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+        assert _same_config(tmp_path, cfg) is same, key
+
+
 def test_edsr_teachers_are_named_per_mode() -> None:
     cell = next(c for c in TABLES["dfsr-table4"].cells if c.id == "datafree-edsr-x3")
     assert "teacher.checkpoint=teachers/edsr64-x3.safetensors" in _fmt(cell.recipe, 3, "quick")[1]

@@ -66,6 +66,9 @@ class Budget:
 # (batch 16, LR 32) takes ~0.54 s and a data-free step ~0.33 s, validations included; 350 + 350 steps and
 # ~10 s of evaluation, latency and report make about five minutes.
 DEFAULT_BUDGET = Budget(dukd_iterations=350, datafree_iterations=350)
+# Without bf16 kernels (AVX2-only CPUs) the same budget runs in fp32: DUKD ~0.5 it/s, data-free ~0.9 it/s on the
+# 2-core AVX2 EPYC of 2026-11-22. Fewer iterations are no way out: at 150 + 150 both students end below bicubic.
+SLOW_CPU_MINUTES = "about 3x slower than on a CPU that has them (~20 min on 2 cores instead of ~6)"
 FAST_BUDGET = Budget(
     dukd_iterations=8,
     datafree_iterations=8,
@@ -110,14 +113,10 @@ def pick_device(device: str) -> torch.device:
 
 
 def train_precision(device: torch.device) -> str:
-    """bf16 autocast where it is fast: GPUs, and CPUs whose oneDNN has bf16 kernels (4x faster with channels_last
-    here); fp32 on older CPUs, where bf16 would be emulated and slower."""
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    try:
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-    except (AttributeError, RuntimeError):
-        return "fp32"
+    """bf16 autocast where it is fast (GPUs, CPUs with bf16 kernels), fp32 where bf16 would be emulated."""
+    from srkd.engine.precision import resolve_precision
+
+    return resolve_precision("auto", device)
 
 
 # -- the two acts as engine configs --------------------------------------------------------------------------
@@ -500,6 +499,9 @@ def run_demo(opts: DemoOptions, console: Any = None) -> dict[str, Any]:
     )
     if opts.fast:
         console.print("[yellow]--fast: a smoke-test budget, the students are barely trained[/]")
+    elif device.type == "cpu" and train_precision(device) == "fp32":
+        console.print(f"[yellow]this CPU has no bf16 kernels (AVX512-BF16 or AMX): training runs in fp32, "
+                      f"{SLOW_CPU_MINUTES}[/]")
 
     def timed(key: str, fn: Callable[[], Any]) -> Any:
         """Wall and CPU seconds of a phase: CPU time (all threads) is what extrapolates from a busy machine."""

@@ -510,8 +510,11 @@ def _same_config(run_dir: Path, cfg: Any) -> bool:
     except (OSError, yaml.YAMLError):
         return False
     now = json.loads(json.dumps(cfg.model_dump(mode="json")))
-    a = {k: v for k, v in _flat(saved).items() if k not in BOOKKEEPING}
-    b = {k: v for k, v in _flat(now).items() if k not in BOOKKEEPING}
+    # precision is how the run executed, like the device: a run of the recipe from before it said "auto" (bf16)
+    # is still that recipe's run
+    skip = BOOKKEEPING | {"train.precision"}
+    a = {k: v for k, v in _flat(saved).items() if k not in skip}
+    b = {k: v for k, v in _flat(now).items() if k not in skip}
     return a == b
 
 

@@ -4,10 +4,10 @@ Setting of the performance issue: EDSR 64f/32b teacher -> EDSR 16f/32b student, 
 patches from the bundled sample photos. Two methods: DUKD (srkd defaults: zoom-in and zoom-out, invertible
 augmentations) and response KD (``pix + kd``).
 
-srkd's step is the training engine's loop body (:class:`SrkdStep`): bf16 autocast and channels_last, the teacher
-frozen (eval, ``requires_grad=False``) and run under ``no_grad`` once per distinct input, the LR and the zoom-in
-crops stacked into one batch, the zoom-out made on the device by the torch ``imresize``, one backward and one
-optimiser step.
+srkd's step is the training engine's loop body (:class:`SrkdStep`): precision ``auto`` (bf16 autocast where the
+device has bf16 kernels, else fp32) and channels_last, the teacher frozen (eval, ``requires_grad=False``) and run
+under ``no_grad`` once per distinct input, the LR and the zoom-in crops stacked into one batch, the zoom-out made
+on the device by the torch ``imresize``, one backward and one optimiser step.
 
 The baseline (:class:`BasicSRStep`) is what the public DUKD code (BasicSR 1.4.2) does per iteration, rewritten
 here: fp32 NCHW, the teacher in train mode with gradients on and no ``no_grad`` (so every loss term
@@ -44,6 +44,7 @@ from srkd.bench.common import (
     target,
 )
 from srkd.distill.base import Batch
+from srkd.engine.precision import resolve_precision
 from srkd.errors import SrkdError
 from srkd.models import to_channels_last
 
@@ -121,7 +122,7 @@ class SrkdStep:
         teacher: nn.Module | None,
         scale: int,
         device: torch.device,
-        precision: str = "bf16",
+        precision: str = "auto",  # the engine's: bf16 where the device has bf16 kernels, else fp32
         channels_last: bool = True,
         compile_mode: str | None = None,
         method_overrides: dict[str, Any] | None = None,
@@ -136,7 +137,8 @@ class SrkdStep:
             to_channels_last(self.method)
         self.method.train()
         self.device = device
-        self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.precision = resolve_precision(precision, device)
+        self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.params = list(self.method.trainable_parameters())
         self.optimizer = torch.optim.Adam(self.params, lr=1e-4, betas=(0.9, 0.99))
         if compile_mode is not None:
@@ -295,7 +297,8 @@ def _compare(
                          repeats=repeats, warmup=0, device=device)
     row = comparison(name, timing["baseline"], timing["ours"],
                      baseline_label="BasicSR-style: fp32 NCHW, teacher in train mode with grad, CPU numpy zoom-out",
-                     ours_label="bf16 autocast + channels_last, frozen teacher under no_grad, one backward"
+                     ours_label=("bf16 autocast" if ours.precision == "bf16" else ours.precision)
+                     + " + channels_last, frozen teacher under no_grad, one backward"
                      + (f", torch.compile({compile_mode})" if compile_mode else ""))
     tflops = flops_ours / timing["ours"]["median_s"] / 1e12
     row.update({

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from srkd.engine.precision import precision_warning
 from srkd.errors import SrkdError
 
 
@@ -108,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
     model = _load(args.model, args.scale, device)
     scale = args.scale or model_scale(model)
     precision = "bf16" if args.bf16 else "fp32"
+    slow = precision_warning(precision, device, fix="leave out --bf16")
+    if slow:
+        print(f"warning: {slow}", file=sys.stderr)
 
     failed = 0
     console = Console(stderr=True)

@@ -89,7 +89,7 @@ class TrainLoopConfig(StrictModel):
     ckpt_every: int = Field(5000, ge=1)
     keep_ckpt: int = Field(2, ge=1)  # training checkpoints kept in run_dir/ckpt (oldest deleted)
     log_every: int = Field(100, ge=1)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # auto: bf16 where the device runs it natively
     channels_last: bool = False
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"

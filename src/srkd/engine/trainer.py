@@ -55,6 +55,7 @@ from srkd.engine import state as ckpt
 from srkd.engine.config import TrainConfig
 from srkd.engine.ema import EMA
 from srkd.engine.logging import RunLogger
+from srkd.engine.precision import precision_warning, resolve_precision
 from srkd.errors import CheckpointError, ConfigError, SrkdError, TrainingError
 from srkd.models import run_sr, to_channels_last
 from srkd.models.profile import count_params
@@ -327,8 +328,10 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
     run_dir = cfg.run_dir
     tc = cfg.train
     device = env.device
-    if tc.precision == "fp16" and device.type == "cpu":
-        warnings.warn("fp16 autocast on CPU is slow; bf16 is the fast CPU format (AMX)", stacklevel=2)
+    slow = precision_warning(tc.precision, device)
+    if slow and env.is_main:
+        warnings.warn(slow, stacklevel=2)
+    precision = resolve_precision(tc.precision, device)  # "auto": bf16 where the device has bf16 kernels
     decays = [cfg.sched.step_size] if cfg.sched.step_size is not None else cfg.sched.milestones
     late = [m for m in decays if m >= tc.iterations]
     if late and env.is_main:  # typically a paper recipe (decay at 1e5) whose train.iterations was cut to fit
@@ -398,8 +401,8 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
             raise TrainingError(f"{run_dir}: cannot write the run folder ({exc.strerror or exc})") from None
     prepare_student(method, cfg, env)
     opt = build_optim(cfg, method)
-    amp = AMP_DTYPES.get(tc.precision)
-    scaler = torch.amp.GradScaler(device.type) if tc.precision == "fp16" else None
+    amp = AMP_DTYPES.get(precision)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     best = {"psnr": -math.inf, "step": 0}
     skipped = 0
     if resumed:
@@ -420,7 +423,7 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
             "step": start,
             "resumed_from": str(resumed[0]) if resumed else None,
             "method": cfg.method.name,
-            "precision": tc.precision,
+            "precision": precision,
             "channels_last": tc.channels_last,
             "compile": tc.compile,
             "device": str(device),
@@ -494,7 +497,7 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
                 "method": cfg.method.name,
                 "iteration": done,
                 "ema": opt.ema is not None,
-                "precision": tc.precision,
+                "precision": precision,
                 **(extra or {}),
             },
         )

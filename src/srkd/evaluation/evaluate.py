@@ -15,6 +15,7 @@ shared/notes/calibration.md) but puts MatConvNet x4 0.10 dB under its figure. Se
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from srkd.data.images import quantize, to_float, write_image
+from srkd.engine.precision import precision_warning
 from srkd.errors import CheckpointError, SrkdError
 from srkd.evaluation.upscale import (
     Bicubic,
@@ -194,6 +196,9 @@ def evaluate_model(
     else:
         dev = resolve_device(device)
         model = load_eval_model(model, scale, dev)
+    slow = precision_warning(precision, dev, fix="evaluate in fp32")
+    if slow:
+        warnings.warn(slow, stacklevel=2)
     bsets = _resolve_sets(sets, data_root)
     names = _unique_names([b.name for b in bsets])
     save_root = Path(save_dir) if save_dir is not None else None
