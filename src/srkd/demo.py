@@ -66,9 +66,9 @@ class Budget:
 # (batch 16, LR 32) takes ~0.54 s and a data-free step ~0.33 s, validations included; 350 + 350 steps and
 # ~10 s of evaluation, latency and report make about five minutes.
 DEFAULT_BUDGET = Budget(dukd_iterations=350, datafree_iterations=350)
-# Without bf16 kernels (AVX2-only CPUs) the same budget runs in fp32: DUKD ~0.5 it/s, data-free ~0.9 it/s on the
+# Without bf16 kernels (AVX2-only CPUs) the same budget runs in fp32: DUKD ~0.53 it/s, data-free ~0.9 it/s, 1050 s in all on the
 # 2-core AVX2 EPYC of 2026-11-22. Fewer iterations are no way out: at 150 + 150 both students end below bicubic.
-SLOW_CPU_MINUTES = "about 3x slower than on a CPU that has them (~20 min on 2 cores instead of ~6)"
+SLOW_CPU_MINUTES = "about 3x slower than on a CPU that has them (~18 min on 2 cores instead of ~6)"
 FAST_BUDGET = Budget(
     dukd_iterations=8,
     datafree_iterations=8,
@@ -569,7 +569,8 @@ def run_demo(opts: DemoOptions, console: Any = None) -> dict[str, Any]:
             f"srkd demo --out {out}{' --fast' if opts.fast else ''} --seed {opts.seed} "
             f"--iterations-dukd {budget.dukd_iterations} --iterations-datafree {budget.datafree_iterations}; "
             f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; torch {torch.__version__}, "
-            f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {device}; "
+            f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {device}, "
+            f"{train_precision(device)} training; "
             f"wall (CPU) seconds: {', '.join(f'{k} {v} ({cpu[k]})' for k, v in timings.items())}. Training runs: {dukd_cfg.run_dir}, "
             f"{df_cfg.run_dir} (config.yaml, log.jsonl, last.safetensors)."
         ),
@@ -579,6 +580,7 @@ def run_demo(opts: DemoOptions, console: Any = None) -> dict[str, Any]:
         "param_ratio": ratio,
         "scale": SCALE,
         "device": str(device),
+        "precision": train_precision(device),
         "fast": opts.fast,
         "seed": opts.seed,
         "budget": asdict(budget),
