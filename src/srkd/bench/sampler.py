@@ -2,7 +2,7 @@
 
 The producer is :class:`~srkd.data.sampler.PatchSampler` (batch 16, LR 48, x4, with flips/rotations) over the
 bundled photos; the consumer is the cheapest training step srkd runs with that batch, training the EDSR
-16f/32b student from scratch (no teacher) in bf16 + channels_last. Every distillation step costs more than
+16f/32b student from scratch (no teacher) in the engine's precision (auto) + channels_last. Every distillation step costs more than
 that, so if the sampler keeps up with it, it keeps up with all of them. Both run in one thread of control,
 interleaved; "ratio" is step time / batch time (how many batches the sampler makes while one step runs).
 """
@@ -29,7 +29,7 @@ def run(opts: BenchOptions) -> dict[str, Any]:
         repeats=repeats, warmup=1, device=device,
     )
     row = comparison("sampler vs step", timing["step"], timing["sampler"],
-                     baseline_label="student training step (scratch, bf16 + channels_last)",
+                     baseline_label=f"student training step (scratch, {step.precision} + channels_last)",
                      ours_label="PatchSampler.batch(step)")
     row["batches_per_s"] = 1.0 / timing["sampler"]["median_s"]
     row["steps_per_s"] = 1.0 / timing["step"]["median_s"]
