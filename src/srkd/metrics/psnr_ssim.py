@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 
 from srkd.errors import DataError
 from srkd.ops.color import rgb_to_y
@@ -84,20 +83,34 @@ def psnr_y(sr: torch.Tensor, hr: torch.Tensor, crop_border: int) -> torch.Tensor
     return psnr if batched else psnr[0]
 
 
-@functools.lru_cache(maxsize=8)
-def _gaussian(device: str) -> torch.Tensor:
+@functools.lru_cache(maxsize=1)
+def _gaussian() -> tuple[float, ...]:
     """The normalised 1-D Gaussian of OpenCV's ``getGaussianKernel(11, 1.5)``; SSIM's 2-D window is its outer
     product, applied here as two 1-D passes."""
     offsets = torch.arange(SSIM_WINDOW, dtype=torch.float64) - (SSIM_WINDOW - 1) / 2
     g = torch.exp(-offsets.square() / (2 * SSIM_SIGMA**2))
-    return (g / g.sum()).to(device)
+    return tuple((g / g.sum()).tolist())
 
 
 def _filter_valid(x: torch.Tensor) -> torch.Tensor:
-    """Gaussian-weighted local means over every full 11x11 window of ``x`` (M, 1, H, W)."""
-    g = _gaussian(str(x.device))
-    x = F.conv2d(x, g.view(1, 1, -1, 1))
-    return F.conv2d(x, g.view(1, 1, 1, -1))
+    """Gaussian-weighted local means over every full 11x11 window of ``x`` (M, 1, H, W).
+
+    Each 1-D pass is a sum of 11 shifted, weighted slices rather than ``F.conv2d``: a float64 convolution with one
+    channel takes torch's generic im2col path on CPU, 19x slower here (96 ms against 5 ms for the five SSIM maps
+    of a B100 image, 2-core AVX2 CPU), which made SSIM ~15 % of ``srkd eval``'s time. Same sums, same weights
+    (within 1e-13 of the convolution).
+    """
+    g = _gaussian()
+    k = len(g)
+    rows = x.shape[-2] - k + 1
+    acc = x[..., 0:rows, :] * g[0]
+    for i in range(1, k):
+        acc.add_(x[..., i : i + rows, :], alpha=g[i])
+    cols = x.shape[-1] - k + 1
+    out = acc[..., 0:cols] * g[0]
+    for i in range(1, k):
+        out.add_(acc[..., i : i + cols], alpha=g[i])
+    return out
 
 
 def ssim_y(sr: torch.Tensor, hr: torch.Tensor, crop_border: int) -> torch.Tensor:
