@@ -734,7 +734,7 @@ def test_auto_precision_is_bf16_only_where_the_device_runs_it_natively(
 ) -> None:
     """On a CPU without AVX512-BF16/AMX, bf16 is emulated and ~11x slower than fp32: ``auto`` must pick fp32
     there (recorded in the log), and an explicit bf16 must say why it will crawl."""
-    import srkd.engine.precision as prec
+    import srkd.precision as prec
 
     monkeypatch.setattr(prec.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
     def run_with(precision: str) -> tuple[Path, list[str]]:

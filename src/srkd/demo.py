@@ -114,7 +114,7 @@ def pick_device(device: str) -> torch.device:
 
 def train_precision(device: torch.device) -> str:
     """bf16 autocast where it is fast (GPUs, CPUs with bf16 kernels), fp32 where bf16 would be emulated."""
-    from srkd.engine.precision import resolve_precision
+    from srkd.precision import resolve_precision
 
     return resolve_precision("auto", device)
 

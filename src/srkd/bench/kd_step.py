@@ -44,9 +44,9 @@ from srkd.bench.common import (
     target,
 )
 from srkd.distill.base import Batch
-from srkd.engine.precision import resolve_precision
 from srkd.errors import SrkdError
 from srkd.models import to_channels_last
+from srkd.precision import resolve_precision
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device-name fragment; first match wins.
 GPU_PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (

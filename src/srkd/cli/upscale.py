@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from srkd.engine.precision import precision_warning
 from srkd.errors import SrkdError
+from srkd.precision import precision_warning
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -55,10 +55,10 @@ from srkd.engine import state as ckpt
 from srkd.engine.config import TrainConfig
 from srkd.engine.ema import EMA
 from srkd.engine.logging import RunLogger
-from srkd.engine.precision import precision_warning, resolve_precision
 from srkd.errors import CheckpointError, ConfigError, SrkdError, TrainingError
 from srkd.models import run_sr, to_channels_last
 from srkd.models.profile import count_params
+from srkd.precision import precision_warning, resolve_precision
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -25,7 +25,6 @@ import torch
 import torch.nn as nn
 
 from srkd.data.images import quantize, to_float, write_image
-from srkd.engine.precision import precision_warning
 from srkd.errors import CheckpointError, SrkdError
 from srkd.evaluation.upscale import (
     Bicubic,
@@ -36,6 +35,7 @@ from srkd.evaluation.upscale import (
     tiled_super_resolve,
 )
 from srkd.models.taps import unwrap_model
+from srkd.precision import precision_warning
 
 # LR images above this many pixels are tiled (bounded memory for teacher-size networks on 2K benchmarks);
 # tiling changes PSNR by far less than 0.001 dB. Below it, images of one size are batched together.
