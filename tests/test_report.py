@@ -61,8 +61,11 @@ def make_run(
     iterations: int = 10,
     trained: int | None = None,
     scale: int = 2,
+    precision: str = "fp32",
+    ran_in: str | None = None,
 ) -> Path:
-    """A run folder as `srkd train` leaves it: resolved config.yaml, log.jsonl, last.safetensors."""
+    """A run folder as `srkd train` leaves it: resolved config.yaml, log.jsonl, last.safetensors.
+    ``ran_in``: the precision the log's start record says the run executed in (``auto`` resolves per machine)."""
     run = root / name
     run.mkdir(parents=True)
     cfg = validate(TrainConfig, {
@@ -70,13 +73,15 @@ def make_run(
         "student": {"arch": "edsr", "kwargs": {"n_feats": n_feats, "n_resblocks": 1}},
         "teacher": {"checkpoint": str(teacher)} if teacher is not None else None,
         "method": method, "data": {"train": [str(train_set)] if train_set else []},
-        "train": {"iterations": iterations},
+        "train": {"iterations": iterations, "precision": precision},
     })
     dump_config(cfg, run / "config.yaml")
     torch.manual_seed(seed)
     save_model(run / "last.safetensors", build_model("edsr", scale=scale, n_feats=n_feats, n_resblocks=1),
                meta={"iteration": iterations if trained is None else trained})
     with open(run / "log.jsonl", "w", encoding="utf-8") as fh:
+        if ran_in is not None:
+            fh.write(json.dumps({"type": "start", "step": 0, "method": method["name"], "precision": ran_in}) + "\n")
         for s in range(1, 6):
             fh.write(json.dumps({"type": "train", "step": 2 * s, "lr": 1e-4, "loss": 1.0 / s, "pix": 0.5 / s,
                                  "it_s": 2.0 + seed}) + "\n")
@@ -215,7 +220,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory, bench: Path) -> dict[str, Pat
     out = {
         "scratch4": make_run(root, "scratch4", {"name": "scratch"}, n_feats=4, seed=1, train_set=bench),
         "kd4": make_run(root, "kd4", {"name": "kd"}, n_feats=4, seed=2, teacher=teacher, train_set=bench),
-        "scratch8": make_run(root, "scratch8", {"name": "scratch"}, n_feats=8, seed=3, train_set=bench),
+        "scratch8": make_run(root, "scratch8", {"name": "scratch"}, n_feats=8, seed=3, train_set=bench,
+                             precision="auto", ran_in="bf16"),
         "kd8": make_run(root, "kd8", {"name": "kd"}, n_feats=8, seed=4, teacher=teacher, train_set=bench,
                         trained=5),
     }
@@ -268,6 +274,8 @@ def test_build_report_tables_figures_and_cache(
     assert "Not shown" not in md
     runs_row = next(line for line in md.splitlines() if line.startswith("| Scratch (scratch4) | /"))
     assert runs_row.endswith("| scratch | edsr (n_feats=4, n_resblocks=1) | 0.001 | ×2 | 10/10 | fp32 | 3.00 |")
+    auto_row = next(line for line in md.splitlines() if line.startswith("| Scratch (scratch8) | /"))
+    assert "| 10/10 | bf16 |" in auto_row  # what "auto" resolved to when it ran, from the log
 
     # a second report reuses results.json and the reference caches: nothing is evaluated again
     def boom(*a, **k):

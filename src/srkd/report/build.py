@@ -200,6 +200,7 @@ def runs_section(data: ReportData, params: dict[Path, int]) -> Section:
     rows = []
     for run in data.runs:
         speeds = []
+        precision = (run.config.get("train") or {}).get("precision")
         if run.log_path is not None:
             try:  # a damaged log costs the speed column, not the report
                 records = read_log(run.log_path)
@@ -209,6 +210,9 @@ def runs_section(data: ReportData, params: dict[Path, int]) -> Section:
                 float(r["it_s"]) for r in records
                 if r.get("type") == "train" and isinstance(r.get("it_s"), (int, float))
             ]
+            # what the run executed in ("auto" resolves per machine), from its last start record
+            precision = next((r["precision"] for r in reversed(records)
+                              if r.get("type") == "start" and r.get("precision")), precision)
         p = _params(run.weights, params)
         rows.append({
             "label": run.label,
@@ -218,7 +222,7 @@ def runs_section(data: ReportData, params: dict[Path, int]) -> Section:
             "params (M)": f"{p / 1e6:.3f}" if p is not None else None,
             "scale": "/".join(scale_text(s) for s in run.eval_scales),
             "iterations": f"{run.trained_iterations}/{run.iterations}",
-            "precision": (run.config.get("train") or {}).get("precision"),
+            "precision": precision,
             "it/s": f"{statistics.median(speeds):.2f}" if speeds else None,
         })
     return Section("Runs", [results_table(rows)])
