@@ -483,6 +483,7 @@ def run_demo(opts: DemoOptions, console: Any = None) -> dict[str, Any]:
     out = Path(opts.out)
     budget = opts.budget()
     device = pick_device(opts.device)
+    precision = train_precision(device)  # what both acts' configs resolve to (see _common)
     out.mkdir(parents=True, exist_ok=True)
 
     teacher = load_teacher(opts.teacher)
@@ -495,11 +496,11 @@ def run_demo(opts: DemoOptions, console: Any = None) -> dict[str, Any]:
         f"student   {describe(student)}, {n_s:,} parameters: {ratio:.2f}x fewer\n"
         "data      DUKD: 6 scikit-image photos; data-free: none at all\n"
         "held out  astronaut, chelsea (scikit-image)\n"
-        f"device    {device}, {train_precision(device)} training; output in {out}"
+        f"device    {device}, {precision} training; output in {out}"
     )
     if opts.fast:
         console.print("[yellow]--fast: a smoke-test budget, the students are barely trained[/]")
-    elif device.type == "cpu" and train_precision(device) == "fp32":
+    elif device.type == "cpu" and precision == "fp32":
         console.print(f"[yellow]this CPU has no bf16 kernels (AVX512-BF16 or AMX): training runs in fp32, "
                       f"{SLOW_CPU_MINUTES}[/]")
 
@@ -570,7 +571,7 @@ def run_demo(opts: DemoOptions, console: Any = None) -> dict[str, Any]:
             f"--iterations-dukd {budget.dukd_iterations} --iterations-datafree {budget.datafree_iterations}; "
             f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; torch {torch.__version__}, "
             f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {device}, "
-            f"{train_precision(device)} training; "
+            f"{precision} training; "
             f"wall (CPU) seconds: {', '.join(f'{k} {v} ({cpu[k]})' for k, v in timings.items())}. Training runs: {dukd_cfg.run_dir}, "
             f"{df_cfg.run_dir} (config.yaml, log.jsonl, last.safetensors)."
         ),
@@ -580,7 +581,7 @@ def run_demo(opts: DemoOptions, console: Any = None) -> dict[str, Any]:
         "param_ratio": ratio,
         "scale": SCALE,
         "device": str(device),
-        "precision": train_precision(device),
+        "precision": precision,
         "fast": opts.fast,
         "seed": opts.seed,
         "budget": asdict(budget),

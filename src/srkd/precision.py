@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import torch
 
+# The autocast dtype of each mixed precision (fp32: no autocast).
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 def native_bf16(device: torch.device) -> bool:
     """Does ``device`` run bf16 convolutions natively (not emulated)?"""
@@ -46,4 +49,4 @@ def precision_warning(precision: str, device: torch.device, fix: str = TRAIN_FIX
     return None
 
 
-__all__ = ["native_bf16", "precision_warning", "resolve_precision"]
+__all__ = ["AMP_DTYPES", "native_bf16", "precision_warning", "resolve_precision"]

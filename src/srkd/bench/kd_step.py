@@ -46,7 +46,7 @@ from srkd.bench.common import (
 from srkd.distill.base import Batch
 from srkd.errors import SrkdError
 from srkd.models import to_channels_last
-from srkd.precision import resolve_precision
+from srkd.precision import AMP_DTYPES, resolve_precision
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device-name fragment; first match wins.
 GPU_PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
@@ -138,7 +138,7 @@ class SrkdStep:
         self.method.train()
         self.device = device
         self.precision = resolve_precision(precision, device)
-        self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        self.amp = AMP_DTYPES.get(self.precision)
         self.params = list(self.method.trainable_parameters())
         self.optimizer = torch.optim.Adam(self.params, lr=1e-4, betas=(0.9, 0.99))
         if compile_mode is not None:

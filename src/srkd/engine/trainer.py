@@ -58,9 +58,7 @@ from srkd.engine.logging import RunLogger
 from srkd.errors import CheckpointError, ConfigError, SrkdError, TrainingError
 from srkd.models import run_sr, to_channels_last
 from srkd.models.profile import count_params
-from srkd.precision import precision_warning, resolve_precision
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+from srkd.precision import AMP_DTYPES, precision_warning, resolve_precision
 
 
 # -- building the pieces ---------------------------------------------------------------------------------
