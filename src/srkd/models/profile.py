@@ -21,8 +21,9 @@ import torch.nn as nn
 from srkd.errors import SrkdError
 from srkd.models import model_scale, to_channels_last
 from srkd.models.taps import unwrap_model
+from srkd.precision import AMP_DTYPES
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = {"fp32": torch.float32, **AMP_DTYPES}
 
 
 def count_params(model: nn.Module) -> int:
