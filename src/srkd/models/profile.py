@@ -79,8 +79,9 @@ def measure_latency(
 ) -> float:
     """Median wall-clock seconds of one batch-1 inference (eval mode, no grad) after ``warmup`` runs.
 
-    The model is moved to ``device`` (and left there); its train/eval mode is restored. bf16/fp16 run under autocast; on CPU they also use channels_last, the
-    layout that lets oneDNN use AMX (without it bf16 is slower than fp32 here).
+    The model is moved to ``device`` (and left there, in channels_last on CPU); its train/eval mode is restored.
+    bf16/fp16 run under autocast. On CPU every precision runs in channels_last, the layout srkd's inference uses
+    (:func:`srkd.evaluation.upscale.network_forward`): oneDNN needs it for AMX, and it is faster in fp32 too.
     """
     if precision not in PRECISIONS:
         raise SrkdError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
@@ -92,7 +93,7 @@ def measure_latency(
     net.eval()
     x = torch.rand(network_input_shape(net, input_shape), device=device)
     low = precision != "fp32"
-    if low and device.type == "cpu":
+    if device.type == "cpu" and x.dim() == 4:  # not the generator's (1, latent_dim) input
         net = to_channels_last(net)
         x = x.contiguous(memory_format=torch.channels_last)
 
