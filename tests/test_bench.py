@@ -77,8 +77,14 @@ def test_upscale_quick(tmp_path):
     assert float(result["metrics"]["seam_psnr_db"]) >= 50  # "inf" when identical (strict JSON)
 
 
-def test_kd_accuracy_quick(tmp_path):
+@pytest.mark.parametrize("native", [True, False])
+def test_kd_accuracy_quick(tmp_path, monkeypatch, capsys, native):
+    # where bf16 is emulated the benchmark still runs (it measures accuracy), says so and records it
+    monkeypatch.setattr("srkd.precision.native_bf16", lambda device: native)
+    monkeypatch.setattr("srkd.bench.kd_step.native_bf16", lambda device: native)
     result = run_quick("kd-accuracy", tmp_path, "--steps", "2", "--seeds", "0,1")
+    assert result["config"]["bf16_native"] is native
+    assert ("bf16 is emulated" in capsys.readouterr().err) is not native
     m = result["metrics"]
     runs = [(r["seed"], r["precision"]) for r in m["runs"]]
     assert runs == [(s, p) for s in (0, 1) for p in ("fp32", "fp32-cl", "bf16")]

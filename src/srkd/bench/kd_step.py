@@ -46,7 +46,7 @@ from srkd.bench.common import (
 from srkd.distill.base import Batch
 from srkd.errors import SrkdError
 from srkd.models import to_channels_last
-from srkd.precision import AMP_DTYPES, resolve_precision
+from srkd.precision import AMP_DTYPES, native_bf16, precision_warning, resolve_precision
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device-name fragment; first match wins.
 GPU_PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
@@ -386,6 +386,10 @@ def run_accuracy(opts: BenchOptions) -> dict[str, Any]:
     method = opts.extra.get("method") or "dukd"
     every = max(1, steps // 4)
     checkpoints = sorted({0, *range(every, steps + 1, every), steps})
+    # This benchmark trains in bf16 by design, so it runs where bf16 is emulated too; say what that costs.
+    slow = precision_warning("bf16", device, fix="the bf16 runs still measure its accuracy, in several times the time")
+    if slow:
+        print(f"warning: {slow}", file=sys.stderr, flush=True)
 
     def make_teacher() -> nn.Module:
         if teacher_spec == "bicubic":
@@ -439,6 +443,7 @@ def run_accuracy(opts: BenchOptions) -> dict[str, Any]:
             "seeds": seeds,
             "optimizer": "Adam lr 1e-4 betas (0.9, 0.99)",
             "eval": "samples-val (astronaut, chelsea), PSNR-Y, border = scale, fp32 inference",
+            "bf16_native": native_bf16(device),  # False: emulated bf16 (same rounding, slower)
         },
         "comparisons": [],
         "metrics": {
