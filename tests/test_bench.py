@@ -80,8 +80,7 @@ def test_upscale_quick(tmp_path):
 @pytest.mark.parametrize("native", [True, False])
 def test_kd_accuracy_quick(tmp_path, monkeypatch, capsys, native):
     # where bf16 is emulated the benchmark still runs (it measures accuracy), says so and records it
-    monkeypatch.setattr("srkd.precision.native_bf16", lambda device: native)
-    monkeypatch.setattr("srkd.bench.kd_step.native_bf16", lambda device: native)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)  # oneDNN's probe
     result = run_quick("kd-accuracy", tmp_path, "--steps", "2", "--seeds", "0,1")
     assert result["config"]["bf16_native"] is native
     assert ("bf16 is emulated" in capsys.readouterr().err) is not native

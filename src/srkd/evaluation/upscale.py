@@ -108,11 +108,9 @@ def network_forward(
     inference 15-33 % faster than NCHW on an AVX2-only 2-core CPU, same outputs within 4e-7; benchmarks/README.md).
     """
     x = x.contiguous(memory_format=torch.channels_last)
-    if precision == "bf16":
-        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
-            out = net(x)
-        return out.float().contiguous()
-    return net(x).contiguous()
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        out = net(x)
+    return out.float().contiguous()
 
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
