@@ -166,6 +166,26 @@ def test_progressive_growth_keeps_previous_weights(arch):
     assert m.begin_stage(7) is False
 
 
+@pytest.mark.parametrize("arch", ["vdsr", "edsr"])
+@pytest.mark.parametrize("growth_init", ["random", "identity"])
+def test_identity_growth_keeps_the_students_function(arch, growth_init):
+    # random (the paper): the grown student computes something else; identity: exactly what it computed before
+    if arch == "vdsr":
+        student, teacher = vdsr(8, 8), vdsr(16)
+    else:
+        student, teacher = (build_model("edsr", scale=2, n_feats=8, n_resblocks=n) for n in (4, 2))
+    m = make(student=student, teacher=teacher, progressive=True, stages=[3, 5], growth_init=growth_init)
+    x = torch.rand(2, 1 if arch == "vdsr" else 3, 12, 12)
+    with torch.no_grad():
+        before = m.student(x)
+        assert m.begin_stage(3) is True
+        after = m.student(x)
+    if growth_init == "identity":
+        torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
+    else:
+        assert (after - before).abs().max() > 1e-3
+
+
 def test_nonfinite_generator_loss_stops_with_the_iteration(monkeypatch):
     m = make(gen_every=5)
     monkeypatch.setattr(m, "reconstruction_loss", lambda *a: torch.tensor(float("nan")))

@@ -203,6 +203,23 @@ def test_fewer_blocks_load_a_bigger_models_weights(arch, big, small, dropped) ->
     )
 
 
+@pytest.mark.parametrize(
+    ("arch", "kwargs"),
+    [("vdsr", dict(n_feats=8, n_layers=4)), *TINY.items(), ("swinir", dict(**TINY["swinir"], resi_connection="3conv"))],
+)
+def test_identity_init_makes_every_body_block_pass_its_input(arch, kwargs) -> None:
+    """Function-preserving growth (datafree ``growth_init: identity``) relies on ``identity_()``."""
+    torch.manual_seed(0)
+    model = build_model(arch, scale=2, **kwargs)
+    x = model.head(torch.rand(2, model.in_channels, 8, 8))  # a body block's input (post-ReLU for VDSR)
+    for block in model.body:
+        with torch.no_grad():
+            assert (block(x) - x).abs().max() > 1e-3  # not the identity before
+            block.identity_()
+            torch.testing.assert_close(block(x), x, rtol=0, atol=1e-6)
+        assert any(p.requires_grad for p in block.parameters())
+
+
 # ---- numerical parity with BasicSR 1.4.2's architectures (read from the sdist, skipped without it) ----------
 
 

@@ -16,7 +16,8 @@ batch (and each generator update) picks one scale at random. The scale of a batc
 the engine's :class:`~srkd.distill.base.Batch` needs no extra field.
 
 Switches give the paper's baselines and ablations (Table 2): ``inputs: noise`` (M1, no generator is built),
-``adversarial``/``reconstruction``/``progressive`` (M2, DFAD, M3, M4, full), ``w_r`` (Fig. 4).
+``adversarial``/``reconstruction``/``progressive`` (M2, DFAD, M3, M4, full), ``w_r`` (Fig. 4). ``growth_init:
+identity`` (not in the paper) starts each stage's new blocks as identity maps, so growth does not perturb the student.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class Config(MethodConfig):
     reconstruction: bool = True  # L_R in the generator loss
     progressive: bool = True  # grow the student body in len(stages) segments
     stages: list[int] = Field(default_factory=list)  # student iterations per stage; the last runs to the end
+    # How the blocks a stage adds start. "random": freshly initialised (the paper: S_k is initialised from S_{k-1}
+    # and the new segment is new), so the student's output jumps at each growth and takes steps to recover.
+    # "identity": each new block starts as the identity map (zero residual branch, Dirac kernel for VDSR), so S_k
+    # computes exactly S_{k-1} at the switch and training continues from where it was.
+    growth_init: Literal["random", "identity"] = "random"
     w_r: float = Field(1.0, ge=0.0)
     criterion: Literal["l1", "mse"] = "l1"  # the student's L_KD (Eq. 1/5), always a mean
     # The generator's L_KD and L_R: criterion (None = as the student's) and reduction. "mean" is the paper's
@@ -196,6 +202,8 @@ class Method(MethodBase):
         n_body = len(model_body(full))
         if n_body < segments:
             raise ConfigError(f"method.stages: {segments} stages but the student body has only {n_body} blocks")
+        if self.cfg.growth_init == "identity" and not hasattr(model_body(full)[0], "identity_"):
+            raise ConfigError(f"method.growth_init 'identity': the blocks of '{spec.arch}' have no identity_()")
         depth = spec.kwargs.get(key, params[key].default)
         self._depth = (spec.arch, dict(spec.kwargs), key, depth - n_body)  # offset: layers outside the body
         self.stage_blocks = body_split(n_body, segments)
@@ -214,6 +222,9 @@ class Method(MethodBase):
             new = {k for k in result.missing_keys if not any(k.startswith(f"body.{j}.") for j in range(n_prev, n_now))}
             if result.unexpected_keys or new:
                 raise TrainingError(f"progressive growth: unexpected {result.unexpected_keys}, missing {sorted(new)}")
+            if self.cfg.growth_init == "identity":
+                for block in list(model_body(model))[n_prev:]:
+                    block.identity_()  # type: ignore[operator]  # checked in _init_progressive
         ref = next(like.parameters())
         model = model.to(ref.device)
         if ref.dim() == 4 and ref.is_contiguous(memory_format=torch.channels_last) and not ref.is_contiguous():

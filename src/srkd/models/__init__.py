@@ -8,6 +8,7 @@ The registry is an explicit table (no import-time registration side effects). Ev
   expects an input already bicubic-upscaled to the output size, as VDSR does);
 - exposes ``head``, ``body`` (an ``nn.Sequential`` of blocks, split into segments by progressive distillation
   and feature KD) and ``tail`` attributes, and ``feature_taps()`` (tap name -> module path) for forward hooks;
+  each body block has ``identity_()``, which makes it compute its input (function-preserving growth);
 - records how it was built in ``model.spec`` (:class:`ModelSpec`) so checkpoints are self-describing.
 """
 

@@ -80,6 +80,15 @@ def fp32_stream(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def zero_conv_(conv: nn.Conv2d) -> None:
+    """Zero a residual branch's last convolution, so the branch adds nothing until training moves it. Its input
+    convolutions still get gradients once this one has moved off zero (one step later), as in Fixup/ReZero."""
+    with torch.no_grad():
+        conv.weight.zero_()
+        if conv.bias is not None:
+            conv.bias.zero_()
+
+
 def make_tail(scale: int, n_feats: int, out_channels: int, **extra: nn.Module) -> nn.Sequential:
     """``tail`` = [extra modules] -> ``upsample`` -> ``conv_last``, named so keys read like BasicSR's."""
     return nn.Sequential(
@@ -103,6 +112,10 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(self.relu(self.conv1(x))) * self.res_scale
+
+    def identity_(self) -> None:
+        """Make the block the identity map (zero residual branch): function-preserving progressive growth."""
+        zero_conv_(self.conv2)
 
 
 class EDSR(nn.Module):

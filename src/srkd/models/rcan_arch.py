@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from srkd.errors import SrkdError
-from srkd.models.edsr_arch import DIV2K_RGB_MEAN, MeanShift, fp32_stream, make_tail
+from srkd.models.edsr_arch import DIV2K_RGB_MEAN, MeanShift, fp32_stream, make_tail, zero_conv_
 from srkd.models.taps import standard_taps
 
 
@@ -66,6 +66,10 @@ class ResidualGroup(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv(self.residual_group(x))
+
+    def identity_(self) -> None:
+        """Make the group the identity map (zero its closing conv): function-preserving progressive growth."""
+        zero_conv_(self.conv)
 
 
 class RCAN(nn.Module):

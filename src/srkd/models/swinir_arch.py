@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from srkd.errors import SrkdError
-from srkd.models.edsr_arch import DIV2K_RGB_MEAN, MeanShift, fp32_stream, make_tail
+from srkd.models.edsr_arch import DIV2K_RGB_MEAN, MeanShift, fp32_stream, make_tail, zero_conv_
 from srkd.models.taps import standard_taps
 
 
@@ -202,6 +202,12 @@ class RSTB(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.residual_group(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return x + self.conv(y.contiguous())
+
+    def identity_(self) -> None:
+        """Make the block the identity map (zero its last conv): function-preserving progressive growth."""
+        last = self.conv[-1] if isinstance(self.conv, nn.Sequential) else self.conv
+        assert isinstance(last, nn.Conv2d)
+        zero_conv_(last)
 
 
 class ImageLayerNorm(nn.LayerNorm):

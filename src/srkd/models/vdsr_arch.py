@@ -32,6 +32,17 @@ class ConvReLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.conv(x))
 
+    def identity_(self) -> None:
+        """Make the layer the identity map on its inputs (function-preserving progressive growth): a Dirac
+        kernel copies each channel and the ReLU passes it unchanged, because a body layer's input is the output
+        of a ReLU (the head's or the previous layer's), so it is never negative."""
+        if self.conv.in_channels != self.conv.out_channels:
+            raise SrkdError("ConvReLU.identity_: needs as many input as output channels")
+        with torch.no_grad():
+            nn.init.dirac_(self.conv.weight)
+            if self.conv.bias is not None:
+                self.conv.bias.zero_()
+
 
 class VDSR(nn.Module):
     colour = "y"
