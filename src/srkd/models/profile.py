@@ -11,6 +11,7 @@ The count runs on the meta device, so even the 43M EDSR on a 256x256 input costs
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Sequence
@@ -79,9 +80,10 @@ def measure_latency(
 ) -> float:
     """Median wall-clock seconds of one batch-1 inference (eval mode, no grad) after ``warmup`` runs.
 
-    The model is moved to ``device`` (and left there, in channels_last on CPU); its train/eval mode is restored.
-    bf16/fp16 run under autocast. On CPU every precision runs in channels_last, the layout srkd's inference uses
-    (:func:`srkd.evaluation.upscale.network_forward`): oneDNN needs it for AMX, and it is faster in fp32 too.
+    The model is moved to ``device`` (and left there, in channels_last); its train/eval mode is restored.
+    bf16/fp16 run under autocast. Every precision on every device runs in channels_last, the layout srkd's
+    inference uses (:func:`srkd.evaluation.upscale.network_forward`), so the latency is that of what srkd runs:
+    oneDNN needs it for AMX, it is faster in fp32 on CPU too, and cuDNN's tensor-core kernels are NHWC.
     """
     if precision not in PRECISIONS:
         raise SrkdError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
@@ -93,7 +95,7 @@ def measure_latency(
     net.eval()
     x = torch.rand(network_input_shape(net, input_shape), device=device)
     low = precision != "fp32"
-    if device.type == "cpu" and x.dim() == 4:  # not the generator's (1, latent_dim) input
+    if x.dim() == 4:  # not the generator's (1, latent_dim) input
         net = to_channels_last(net)
         x = x.contiguous(memory_format=torch.channels_last)
 
@@ -102,7 +104,9 @@ def measure_latency(
             torch.cuda.synchronize(device)
 
     times = []
-    with torch.inference_mode(), torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=low):
+    # fp32 opens no autocast context at all: torch.autocast refuses device types it does not know, even disabled
+    autocast = torch.autocast(device.type, dtype=PRECISIONS[precision]) if low else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
         for i in range(warmup + iters):
             sync()
             start = time.perf_counter()
