@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from rich.console import Console
 
 from srkd import demo
@@ -148,6 +149,13 @@ def test_rerun_reuses_a_finished_act_and_retrains_changed_settings(tmp_path: Pat
     mtime = last.stat().st_mtime_ns
     run_act(cfg, "DUKD", console)
     assert last.stat().st_mtime_ns == mtime  # reused, not retrained
+
+    # a run written before srkd had some setting (its config.yaml lacks the key) is still a run of these settings
+    saved_file = Path(cfg.run_dir) / "config.yaml"
+    saved = yaml.safe_load(saved_file.read_text())
+    del saved["train"]["max_skips"], saved["method"]["zoom_in"]
+    saved_file.write_text(yaml.safe_dump(saved))
+    assert act_state(cfg) == "done" and last.exists()
 
     # killed after the final checkpoint but before the final export: the stale weights are redone
     save_model(last, build_model("edsr", n_feats=4, n_resblocks=1, scale=2), meta={"iteration": 2})

@@ -170,6 +170,23 @@ def test_a_run_of_the_recipe_before_precision_auto_is_still_its_run(tmp_path: Pa
         assert _same_config(tmp_path, cfg) is same, key
 
 
+def test_a_run_from_before_a_setting_existed_is_still_its_recipes_run(tmp_path: Path) -> None:
+    """A finished cell must survive an upgrade of srkd that adds a setting (with a default) to the configs:
+    its config.yaml lacks the key, which is not "another config"; a key whose value changed still is."""
+    from srkd.config_base import load_config
+    from srkd.engine.config import TrainConfig
+    from srkd.reproduce import _same_config
+
+    cfg = load_config(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / "datafree-edsr-quick.yaml")
+    old = cfg.model_dump(mode="json")
+    del old["method"]["growth_init"]  # added after the DFSR Table 4 quick runs were made
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert _same_config(tmp_path, cfg)
+    old["method"]["growth_init"] = "identity"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert not _same_config(tmp_path, cfg)
+
+
 def test_edsr_teachers_are_named_per_mode() -> None:
     cell = next(c for c in TABLES["dfsr-table4"].cells if c.id == "datafree-edsr-x3")
     assert "teacher.checkpoint=teachers/edsr64-x3.safetensors" in _fmt(cell.recipe, 3, "quick")[1]

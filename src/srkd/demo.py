@@ -196,6 +196,7 @@ def act_state(cfg: Any) -> str:
     import yaml
 
     from srkd.engine import state as ckpt
+    from srkd.engine.config import resolved_config
 
     run_dir = Path(cfg.run_dir)
     if not run_dir.exists():
@@ -205,9 +206,9 @@ def act_state(cfg: Any) -> str:
             return "fresh"
         raise ConfigError(f"{run_dir}: exists and is not a demo run; choose another --out")
     saved = run_dir / "config.yaml"
-    wanted = _settings(yaml.safe_load(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)))
-    try:
-        same = saved.exists() and _settings(yaml.safe_load(saved.read_text(encoding="utf-8"))) == wanted
+    try:  # resolved: a setting added to srkd since the run keeps its default, not "other settings"
+        same = saved.exists() and _settings(resolved_config(yaml.safe_load(saved.read_text(encoding="utf-8")))) \
+            == _settings(cfg.model_dump(mode="json"))
     except (OSError, yaml.YAMLError):
         same = False
     done = ckpt.list_checkpoints(run_dir)
@@ -223,7 +224,11 @@ def act_state(cfg: Any) -> str:
 
 
 def _settings(resolved: Any) -> Any:
-    """A run's resolved config minus where its folder lives (the demo may be rerun from another directory)."""
+    """A run's resolved config as config.yaml holds it (written and read back), minus where its folder lives
+    (the demo may be rerun from another directory)."""
+    import yaml
+
+    resolved = yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False))
     return {k: v for k, v in resolved.items() if k != "out_dir"} if isinstance(resolved, dict) else resolved
 
 

@@ -503,10 +503,11 @@ def _same_config(run_dir: Path, cfg: Any) -> bool:
     """Does the run folder hold a run of this very config (bookkeeping keys aside)?"""
     import yaml
 
+    from srkd.engine.config import resolved_config
     from srkd.report.build import BOOKKEEPING, _flat
 
     try:
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+        saved = resolved_config(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {})
     except (OSError, yaml.YAMLError):
         return False
     now = json.loads(json.dumps(cfg.model_dump(mode="json")))

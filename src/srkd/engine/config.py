@@ -150,6 +150,19 @@ def resolve_method_config(value: Any) -> MethodConfig:
         raise PydanticCustomError("method", "{detail}", {"detail": detail}) from None
 
 
+def resolved_config(saved: Any) -> Any:
+    """A run folder's saved ``config.yaml`` as this version of srkd resolves it (JSON-compatible).
+
+    A setting srkd added after the run was written is absent from its file; resolving fills in its default, so
+    a finished run still compares equal to the same config today instead of being refused, or retrained, as a
+    run of "another config". A file this version cannot validate (a removed or renamed key) is returned as is.
+    """
+    try:
+        return TrainConfig.model_validate(saved).model_dump(mode="json")
+    except (ValidationError, ConfigError):
+        return saved
+
+
 __all__ = [
     "DataConfig",
     "OptimConfig",
@@ -159,4 +172,5 @@ __all__ = [
     "TrainConfig",
     "TrainLoopConfig",
     "resolve_method_config",
+    "resolved_config",
 ]

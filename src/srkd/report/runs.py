@@ -131,7 +131,9 @@ def load_run(path: str | Path, label: str = "") -> Run:
         raise DataError(f"{cfg_file}: cannot read ({exc})") from None
     if not isinstance(config, dict):
         raise DataError(f"{cfg_file}: not a mapping")
-    return Run(path, config, label)
+    from srkd.engine.config import resolved_config
+
+    return Run(path, resolved_config(config), label)  # runs from before a setting existed group with today's
 
 
 def default_label(run: Run) -> str:
