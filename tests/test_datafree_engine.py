@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,22 @@ def test_noise_baseline_trains_without_generator(tmp_path: Path) -> None:
     assert state["method"]["generators"] == {} and state["method"]["stage"] == 0
     recs = [r for r in read_log(run / "log.jsonl") if r["type"] == "train"]
     assert all("L_G" not in r for r in recs) and all(r["loss"] > 0 for r in recs)
+
+
+def test_the_lr_schedule_counts_within_each_stage_and_a_decay_no_stage_reaches_is_warned_about(tmp_path: Path):
+    # stages [3, 5] of 8 iterations: the optimiser and schedule restart at iteration 3, so a milestone at 4 decays
+    # the rate at iteration 3 + 4 = 7 (and not in stage 0), and one at 6 is past the end of both stages
+    c = cfg(tmp_path / "a")
+    c.sched.milestones, c.sched.gamma, c.train.log_every = [4], 0.5, 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", "teacher has no checkpoint")
+        run = train(c)
+    lrs = {r["step"]: r["lr"] for r in read_log(run / "log.jsonl") if r["type"] == "train"}
+    base = c.optim.lr
+    # the rate logged at step s is the one the next iteration uses: iteration 7 (0-based) is the first decayed
+    assert [lrs[s] / base for s in range(1, 9)] == [1, 1, 1, 1, 1, 1, 0.5, 0.5]
+    c = cfg(tmp_path / "b")
+    c.sched.milestones = [6]
+    with pytest.warns(UserWarning, match=r"after the end of every training stage \(lengths \[3, 5\]"):
+        train(c)

@@ -181,6 +181,10 @@ def datafree_config(opts: DemoOptions, budget: Budget, device: torch.device) -> 
         "gen_every": 5,
         "gen_lr": 1e-4,
     }
+    # The engine restarts the lr schedule with each progressive stage: decay for the last fifth of each stage
+    # (a milestone at 80 % of the whole act would fall after the end of both and never fire).
+    if it >= 2:
+        cfg["sched"]["milestones"] = [max(1, int((it - it // 2) * 0.8))]
     cfg["data"] = {"val": [VAL_SET], "batch_size": budget.datafree_batch_size}
     return validate(TrainConfig, cfg, "demo data-free config")
 

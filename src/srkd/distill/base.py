@@ -62,6 +62,11 @@ class MethodConfig(StrictModel):
         schedule is counted in iterations (data-free's progressive stages) check that it fits the run."""
         return None
 
+    def stage_lengths(self, iterations: int) -> list[int]:
+        """Iterations of each training stage of a run of ``iterations`` steps. The engine rebuilds the optimiser and
+        restarts the lr schedule with each stage (progressive growth), so ``sched`` counts within a stage."""
+        return [iterations]
+
 
 def freeze(module: nn.Module) -> nn.Module:
     """Teacher discipline: eval mode (no dropout/BN updates) and no parameter gradients, ever."""

@@ -95,6 +95,12 @@ class Config(MethodConfig):
                 + (f"scale the stages with the budget, e.g. --set \"method.stages={hint}\"" if hint else
                    "give at least one iteration per stage"))
 
+    def stage_lengths(self, iterations: int) -> list[int]:
+        if not self.progressive:
+            return [iterations]
+        heads = self.stages[:-1]
+        return [*heads, max(0, iterations - sum(heads))]
+
     @model_validator(mode="after")
     def _check(self) -> Config:
         if self.progressive and len(self.stages) < 2:

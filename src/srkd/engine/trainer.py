@@ -331,11 +331,13 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
         warnings.warn(slow, stacklevel=2)
     precision = resolve_precision(tc.precision, device)  # "auto": bf16 where the device has bf16 kernels
     decays = [cfg.sched.step_size] if cfg.sched.step_size is not None else cfg.sched.milestones
-    late = [m for m in decays if m >= tc.iterations]
+    stages = cfg.method.stage_lengths(tc.iterations)  # the lr schedule restarts with each stage
+    late = [m for m in decays if all(m >= n for n in stages)]
     if late and env.is_main:  # typically a paper recipe (decay at 1e5) whose train.iterations was cut to fit
-        warnings.warn(f"the learning-rate decay at iteration {', '.join(map(str, late))} comes after the last of "
-                      f"train.iterations={tc.iterations}: it never happens (scale sched with the budget?)",
-                      stacklevel=2)
+        where = (f"the last of train.iterations={tc.iterations}" if len(stages) == 1 else
+                 f"the end of every training stage (lengths {stages}: the schedule restarts with each stage)")
+        warnings.warn(f"the learning-rate decay at iteration {', '.join(map(str, late))} comes after {where}: "
+                      "it never happens (scale sched with the budget?)", stacklevel=2)
 
     # 1. where we start from: a checkpoint (resume) or nothing
     resumed: tuple[Path, dict[str, Any]] | None = None
