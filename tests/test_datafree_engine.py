@@ -49,8 +49,9 @@ def test_datafree_run_grows_the_student_and_logs_generator_terms(tmp_path: Path)
     assert all(r["diversity"] > 0 for r in gen_steps)
 
 
-def test_datafree_resume_after_a_crash_is_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    straight = final_state(train(cfg(tmp_path / "a")))
+@pytest.mark.parametrize("growth", [{}, {"growth_init": "identity", "stage_optimizer": "carry"}])
+def test_datafree_resume_after_a_crash_is_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, growth) -> None:
+    straight = final_state(train(cfg(tmp_path / "a", **growth)))
     real = datafree.Method.next_batch
     for crash in (3, 5):  # before the stage boundary's checkpoint, and inside stage 1
         calls = {"n": 0}
@@ -61,7 +62,7 @@ def test_datafree_resume_after_a_crash_is_bit_identical(tmp_path: Path, monkeypa
             calls["n"] += 1
             return real(self, batch_size)
 
-        c = cfg(tmp_path / f"b{crash}")
+        c = cfg(tmp_path / f"b{crash}", **growth)
         monkeypatch.setattr(datafree.Method, "next_batch", crashing)
         with pytest.raises(KeyboardInterrupt):
             train(c)
@@ -98,3 +99,32 @@ def test_the_lr_schedule_counts_within_each_stage_and_a_decay_no_stage_reaches_i
     c.sched.milestones = [6]
     with pytest.warns(UserWarning, match=r"after the end of every training stage \(lengths \[3, 5\]"):
         train(c)
+
+
+def test_carry_keeps_the_adam_moments_of_the_weights_that_stay_and_one_schedule(tmp_path: Path, monkeypatch):
+    from srkd.engine import trainer
+
+    seen = {}
+    real = trainer.carry_optim
+
+    def spy(old, new, method):  # type: ignore[no-untyped-def]
+        seen["before"] = {n: old.optimizer.state[p]["exp_avg"].clone() for p, n in zip(old.params, old.names)}
+        real(old, new, method)
+        names = dict(zip(map(id, new.params), new.names))
+        seen["after"] = {names[id(p)]: st["exp_avg"].clone() for p, st in new.optimizer.state.items()}
+        seen["new"] = set(new.names) - set(old.names)
+
+    monkeypatch.setattr(trainer, "carry_optim", spy)
+    c = cfg(tmp_path, stage_optimizer="carry")
+    c.sched.milestones, c.sched.gamma, c.train.log_every = [4], 0.5, 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", "teacher has no checkpoint")
+        run = train(c)
+    assert seen["new"] and all(n.startswith("body.1.") for n in seen["new"])
+    assert set(seen["after"]) == set(seen["before"])  # new blocks start with no state, old ones keep theirs
+    for name, moment in seen["before"].items():
+        assert torch.equal(seen["after"][name], moment), name
+    lrs = {r["step"]: r["lr"] for r in read_log(run / "log.jsonl") if r["type"] == "train"}
+    # one schedule over the run: the milestone at 4 counts from iteration 0 although the student grew at 3
+    assert [lrs[s] / c.optim.lr for s in range(1, 9)] == [1, 1, 1, 0.5, 0.5, 0.5, 0.5, 0.5]

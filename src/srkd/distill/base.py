@@ -63,9 +63,15 @@ class MethodConfig(StrictModel):
         return None
 
     def stage_lengths(self, iterations: int) -> list[int]:
-        """Iterations of each training stage of a run of ``iterations`` steps. The engine rebuilds the optimiser and
-        restarts the lr schedule with each stage (progressive growth), so ``sched`` counts within a stage."""
+        """Iterations of each lr-schedule period of a run of ``iterations`` steps. Unless ``carry_optimizer``, the
+        engine rebuilds the optimiser and restarts the schedule with each stage (progressive growth), so ``sched``
+        counts within a stage."""
         return [iterations]
+
+    def carry_optimizer(self) -> bool:
+        """When the student grows: keep the optimiser's state (Adam moments) of the weights that stay and one lr
+        schedule over the whole run, instead of a fresh optimiser and schedule."""
+        return False
 
 
 def freeze(module: nn.Module) -> nn.Module:

@@ -3,6 +3,7 @@
 Per iteration (0-based ``step``)::
 
     method.begin_stage(step)?  -> re-wrap the student (DDP, compile), rebuild optimiser, scheduler, EMA
+                                  (carrying the optimiser state and schedule when the method asks)
     batch = sampler.batch(step)            # or method.next_batch(): data-free methods make their own inputs
     with autocast: loss, logs = method.training_step(batch)     # method.student is the DDP wrapper
     backward (DDP averages the gradients) -> clip -> one all_reduce: mean loss, non-finite?, stop signal?
@@ -23,7 +24,8 @@ the whole trained network. Before training the engine sets ``method.run_dir`` (r
 
 A method whose student grows during training (progressive distillation) overrides ``Method.begin_stage(step)``;
 returning True means ``method.student`` is a new module, so the engine moves it to the device, wraps it again
-(DDP broadcasts rank 0's weights) and rebuilds the optimiser, scheduler and EMA from the new parameters. On
+(DDP broadcasts rank 0's weights) and rebuilds the optimiser, scheduler and EMA from the new parameters; when
+``cfg.method.carry_optimizer()``, the weights that stay keep their optimiser state and the schedule continues. On
 resume the method's ``load_extra_state`` must restore the stage (rebuild the student) before the engine loads
 the weights. A method's ``extra_state`` is saved per rank (a data-free generator trains on its rank's samples)
 and each rank gets its own back when resumed with the same number of ranks.
@@ -196,6 +198,7 @@ class Optim:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     ema: EMA | None
+    names: list[str]  # of params in the plain student ("" for a parameter outside it)
 
 
 def build_optim(cfg: TrainConfig, method: Method) -> Optim:
@@ -217,7 +220,22 @@ def build_optim(cfg: TrainConfig, method: Method) -> Optim:
     else:
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, s.milestones, s.gamma)
     ema = EMA(method.raw_student, cfg.train.ema) if cfg.train.ema else None
-    return Optim(params, opt, sched, ema)
+    names = {id(p): n for n, p in method.raw_student.named_parameters()}
+    return Optim(params, opt, sched, ema, [names.get(id(p), "") for p in params])
+
+
+def carry_optim(old: Optim, new: Optim, method: Method) -> None:
+    """After the student grew: each weight that stayed (same name, same shape) takes its optimiser state (Adam
+    moments and step count) into the new optimiser, and the lr schedule continues where it was."""
+    now = dict(method.raw_student.named_parameters())
+    for p, name in zip(old.params, old.names):
+        q, state = now.get(name), old.optimizer.state.get(p)
+        if q is not None and state and q.shape == p.shape:
+            new.optimizer.state[q] = {k: v.to(q.device) if torch.is_tensor(v) and v.dim() else v
+                                      for k, v in state.items()}
+    new.scheduler.load_state_dict(old.scheduler.state_dict())
+    for group, lr in zip(new.optimizer.param_groups, new.scheduler.get_last_lr()):
+        group["lr"] = lr
 
 
 def _no_parameters(cfg: TrainConfig) -> ConfigError:
@@ -540,7 +558,9 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
         for step in range(start, tc.iterations):
             if method.begin_stage(step):
                 prepare_student(method, cfg, env)
-                opt = build_optim(cfg, method)
+                old, opt = opt, build_optim(cfg, method)
+                if cfg.method.carry_optimizer():
+                    carry_optim(old, opt, method)
                 log.info(
                     f"iteration {step}: new training stage, {sum(p.numel() for p in opt.params)} parameters"
                 )
