@@ -149,6 +149,9 @@ def test_dukd_fig4_trains_three_student_widths_per_method() -> None:
             f = cfg.student.kwargs["n_feats"]
             assert dict(c.row)["student"] == f"EDSR {f}f/32b" and cfg.method.name == c.label.lower()
             assert (c.id in t2) == (f == widths[1])
+            # one learning rate per width, whatever the method: the quick 32f students run at half the recipe's
+            base = load_config(TrainConfig, configs / f"{stem}.yaml").optim.lr
+            assert cfg.optim.lr == (base / 2 if (mode, f) == ("quick", 32) else base)
             seen.add((f, c.label))
         assert seen == {(f, m) for f in widths for m in ("Scratch", "KD", "DUKD")}
 
