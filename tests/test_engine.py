@@ -428,6 +428,21 @@ def test_disk_full_is_a_clear_error_and_keeps_the_last_checkpoint(
     assert not list((cfg.run_dir / "ckpt").glob(".*tmp"))  # no temp file left behind
 
 
+def test_log_has_the_gradient_norm_before_clipping(tmp_path: Path) -> None:
+    """A divergence shows first as a spike of the gradient norm: the log has its mean and max per window, as the
+    optimiser saw it before ``train.grad_clip`` (a clip of 1e-9 would otherwise make every value 1e-9)."""
+    cfg = make_cfg(tmp_path, "scratch", train={"log_every": 4, "grad_clip": 1e-9})
+    train(cfg)
+    recs = [r for r in read_log(cfg.run_dir / "log.jsonl") if r["type"] == "train"]
+    assert [r["step"] for r in recs] == [4, 8]
+    for r in recs:
+        assert r["grad_norm_max"] >= r["grad_norm"] > 1e-6
+        assert r["grad_norm_max"] > r["grad_norm"]  # four different steps: the max is not the mean
+    from srkd.report.figures import NOT_TERMS
+
+    assert {"grad_norm", "grad_norm_max"} <= NOT_TERMS  # not plotted as loss terms
+
+
 @pytest.mark.parametrize("policy", ["stop", "skip"])
 def test_non_finite_loss_policy(tmp_path: Path, policy: str) -> None:
     cfg = make_cfg(tmp_path, {"name": "noisy", "nan_at": [5]}, train={"nonfinite": policy})

@@ -1,8 +1,8 @@
 """What a run tells its user: a progress line, a JSONL log for reports, TensorBoard for curves and samples.
 
 ``run_dir/log.jsonl`` holds one JSON object per line: ``{"type": "start", ...}`` when a run (or resume)
-begins, ``{"type": "train", "step", "lr", "loss", <terms>, "it_s", "skipped", "time"}`` every ``log_every``
-iterations and ``{"type": "val", "step", "set", "psnr_y", "ssim_y", "n"}`` after each validation. On resume the
+begins, ``{"type": "train", "step", "lr", "loss", <terms>, "it_s", "skipped", "grad_norm", "grad_norm_max", "time"}``
+every ``log_every`` iterations (the student's gradient norm before clipping, mean and max of the window) and ``{"type": "val", "step", "set", "psnr_y", "ssim_y", "n"}`` after each validation. On resume the
 records past the resumed iteration (written by the killed run after its last checkpoint) are dropped, so the
 log reads as if the run had never stopped. Only rank 0 logs.
 """
@@ -96,13 +96,25 @@ class RunLogger:
         if self._bar is not None:
             self._bar.update(self._task, completed=step)
 
-    def train(self, step: int, lr: float, terms: dict[str, float], it_s: float, skipped: int) -> None:
+    def train(
+        self,
+        step: int,
+        lr: float,
+        terms: dict[str, float],
+        it_s: float,
+        skipped: int,
+        grad_norm: tuple[float, float] | None = None,
+    ) -> None:
+        """``grad_norm``: mean and max of the window's gradient norms (None when every step was skipped)."""
         if not self.enabled:
             return
+        grads = {} if grad_norm is None else {"grad_norm": grad_norm[0], "grad_norm_max": grad_norm[1]}
         self.record(
-            {"type": "train", "step": step, "lr": lr, **terms, "it_s": round(it_s, 4), "skipped": skipped}
+            {"type": "train", "step": step, "lr": lr, **terms, "it_s": round(it_s, 4), "skipped": skipped, **grads}
         )
         text = " ".join(f"{k} {v:.4g}" for k, v in terms.items())
+        if grad_norm is not None:
+            text += f"  |g| {grad_norm[0]:.3g} (max {grad_norm[1]:.3g})"
         if self._bar is not None:
             self._bar.update(self._task, completed=step, speed=f"{it_s:.2f} it/s", terms=text)
         else:
@@ -113,6 +125,8 @@ class RunLogger:
                 self._tb.add_scalar(f"train/{k}", v, step)
             self._tb.add_scalar("train/lr", lr, step)
             self._tb.add_scalar("train/it_s", it_s, step)
+            for k, v in grads.items():
+                self._tb.add_scalar(f"train/{k}", v, step)
 
     def val(self, step: int, results: dict[str, dict[str, Any]]) -> None:
         if not self.enabled:

@@ -551,6 +551,7 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
     method.train()
     sums: dict[str, float] = {}
     n_sum = 0
+    grad_sum, grad_max = 0.0, 0.0  # the largest gradient norm of the log window: a spike there is what precedes a divergence
     t_last, step_last = time.perf_counter(), start
     last_saved = start
     batch = Batch(torch.empty(0))
@@ -599,6 +600,8 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 n_sum += 1
+                grad = float(grad_norm)  # before clipping; DDP ranks hold the same averaged gradients
+                grad_sum, grad_max = grad_sum + grad, max(grad_max, grad)
             opt.scheduler.step()
             done = step + 1
             log.advance(done)
@@ -612,8 +615,10 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
                     terms,
                     (done - step_last) / (now - t_last),
                     skipped,
+                    grad_norm=(grad_sum / n_sum, grad_max) if n_sum else None,
                 )
                 sums, n_sum, t_last, step_last = {}, 0, now, done
+                grad_sum, grad_max = 0.0, 0.0
             if done % tc.ckpt_every == 0 or done == tc.iterations:
                 save_state(done)
                 last_saved = done

@@ -27,7 +27,7 @@ from srkd.engine.logging import read_log
 Box = tuple[int, int, int, int]  # top, left, height, width (pixels of the HR image)
 
 # Keys of a train record that are bookkeeping, not loss terms.
-NOT_TERMS = {"type", "step", "lr", "it_s", "skipped", "time"}
+NOT_TERMS = {"type", "step", "lr", "it_s", "skipped", "grad_norm", "grad_norm_max", "time"}
 
 
 def _figure(width: float, height: float) -> Any:
