@@ -12,7 +12,7 @@ import torch
 from reference import basicsr_reference
 
 from srkd.bench import ALL, BENCHMARKS
-from srkd.bench.common import comparison, interleaved, summarize, target
+from srkd.bench.common import comparison, interleaved, ratio_text, speedup, summarize, target
 from srkd.cli.main import main
 
 TIMING_KEYS = {"times_s", "median_s", "min_s", "mean_s"}
@@ -123,6 +123,14 @@ def test_timing_helpers():
     assert len(timing["a"]["times_s"]) == 3 and len(timing["a"]["cpu_times_s"]) == 3
     row = comparison("x", summarize([2.0, 4.0, 3.0], [2.0, 2.0, 2.0]), summarize([1.0, 1.0, 2.0], [0.5, 0.5, 0.5]))
     assert row["ratio"] == 3.0 and row["ratio_best"] == 2.0 and row["ratio_cpu"] == 4.0
+    assert row["ratio_paired"] == 2.0 and speedup(row) == 2.0  # rounds 2/1, 4/1, 3/2
+    # The baseline ran slow in three rounds, srkd in a different one: the ratio of medians pairs timings from
+    # different rounds (6 / 1), each round's own ratio is 3, 3, 6, 6, 3.
+    skew = comparison("s", summarize([3.0, 6.0, 6.0, 6.0, 3.0]), summarize([1.0, 2.0, 1.0, 1.0, 1.0]))
+    assert skew["ratio"] == 6.0 and skew["ratio_paired"] == 3.0
+    single = comparison("one", summarize([2.0]), summarize([1.0]))
+    assert single["ratio_paired"] is None and speedup(single) == 2.0
+    assert ratio_text(row) == "2.00x (paired; medians 3.00x, best 2.00x, CPU time 4.00x)"
     assert target("t", 3.0, ">=", 4.0, cpu_value=5.0) == {
         "what": "t", "value": 3.0, "op": ">=", "target": 4.0, "met": False, "cpu_value": 5.0, "met_cpu": True
     }
@@ -138,3 +146,26 @@ def test_json_accumulates_benchmarks_run_one_at_a_time(tmp_path):
     assert set(results) == {"sampler", "imresize"}
     assert all({"command", "date", "commit"} <= set(r) for r in results.values())
     assert "sampler" in results["sampler"]["command"] and "imresize" in results["imresize"]["command"]
+
+
+def test_compare_prints_the_paired_ratio_also_for_files_written_before_it(tmp_path):
+    """benchmarks/compare.py recomputes the paired ratio from the stored times when the file has none."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    report = {
+        "date": "d", "commit": "c", "machine": {"cpu": "x", "cpu_cores": 2, "cpu_flags": [], "torch": "t",
+                                                 "torch_threads": 2, "device": "cpu"},
+        "results": {"b": {"targets": [], "comparisons": [{
+            "name": "n", "ratio": 6.0, "ratio_cpu": None,
+            "baseline": {"times_s": [3.0, 6.0, 6.0, 6.0, 3.0], "median_s": 6.0},
+            "ours": {"times_s": [1.0, 2.0, 1.0, 1.0, 1.0], "median_s": 1.0},
+        }]}},
+    }
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(report))
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "compare.py"), str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "| b | n | 6.00 s | 1.00 s | 3.00x | 6.00x | - |" in out
