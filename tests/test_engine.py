@@ -721,6 +721,37 @@ def test_csd_validates_and_exports_the_extracted_slim_student(tmp_path: Path) ->
     assert [r["step"] for r in read_log(run / "log.jsonl") if r["type"] == "val"] == [2]
 
 
+@pytest.mark.filterwarnings("ignore:CSD. no VGG19 weights")
+@pytest.mark.parametrize("init", [True, False])
+def test_csd_starts_from_the_teacher_checkpoint_it_names(tmp_path: Path, init: bool) -> None:
+    """The engine loads a CSD config's teacher to initialise the slimmable network. It once skipped every
+    teacher of a method that trains without one, so ``init_from_teacher`` silently did nothing and the recipes
+    started CSD from random weights."""
+    from srkd.checkpoint.io import save_model
+    from srkd.models import build_model
+
+    torch.manual_seed(123)
+    arch = {"arch": "edsr", "kwargs": {"n_feats": 8, "n_resblocks": 1}}
+    teacher = build_model("edsr", scale=2, **arch["kwargs"])
+    save_model(tmp_path / "teacher.safetensors", teacher)
+    cfg = make_cfg(
+        tmp_path,
+        {"name": "csd", "num_neg": 2, "init_from_teacher": init},
+        student=arch,
+        teacher={"checkpoint": str(tmp_path / "teacher.safetensors")},
+        optim={"lr": 1e-12},  # one step that moves nothing measurable: the checkpoint shows the start
+        train={"iterations": 1, "ckpt_every": 1},
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = train(cfg)
+    ignored = [w for w in caught if "section is ignored" in str(w.message)]
+    assert len(ignored) == (0 if init else 1)
+    start = final_state(run)["student"]
+    same = [torch.allclose(start[k], v, atol=1e-9) for k, v in teacher.state_dict().items()]
+    assert all(same) if init else not all(same)
+
+
 def test_jsonl_log_is_valid_json_lines(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, "scratch", train={"iterations": 3, "log_every": 2})
     train(cfg)

@@ -634,7 +634,7 @@ def plan(
 
         from srkd.distill import get_method
 
-        if get_method(cfg.method.name).Method.needs_teacher and teacher_problem:
+        if get_method(cfg.method.name).Method.uses_teacher(cfg.method) and teacher_problem:
             p.problems.append(teacher_problem)
         if cfg.student.init and not Path(cfg.student.init).is_file():
             p.problems.append(f"student.init checkpoint {cfg.student.init} (named by {p.config})")

@@ -96,6 +96,13 @@ class Method(nn.Module):
         self.cfg = cfg
         self.scale = scale
 
+    @classmethod
+    def uses_teacher(cls, cfg: MethodConfig) -> bool:
+        """Whether the engine loads the config's teacher for this method. Distillation methods always need it;
+        a method that has no teacher during training may still want one to start from (CSD initialises its
+        slimmable network with the teacher's weights), so this depends on the method's config."""
+        return cls.needs_teacher
+
     def train(self, mode: bool = True) -> Method:
         super().train(mode)
         if self.teacher is not None:

@@ -18,8 +18,10 @@ outputs ``k*r^2 ... k*r^2 + r^2 - 1``). Slicing is differentiable, so both branc
 :meth:`CSD.extract_student` returns a plain width-``c`` model with copies of the slices (the network to
 evaluate and ship); the engine's checkpoints hold the whole slimmable network (``method.student``).
 
-Initialisation: if the engine passes a teacher of the same architecture and size, its weights initialise the
-slimmable network (``init_from_teacher``); a pretrained full-width model thus starts both branches.
+Initialisation: with ``init_from_teacher`` (the default) and a ``teacher`` section, the engine loads that teacher
+only to copy its weights into the slimmable network (it must have the student's architecture and size), so a
+pretrained full-width model starts both branches; without a teacher section the network starts from random
+weights, as in the CSD paper.
 
 Choices: VGG input is ImageNet-normalised by default (``vgg_input: raw255`` feeds 0-255 un-normalised as the
 public code does); the teacher side of the contrastive term is detached by default (``detach_teacher``), so the
@@ -131,6 +133,10 @@ def _full_width(student: nn.Module) -> int:
 class Method(MethodBase):
     needs_teacher = False
     cfg: Config
+
+    @classmethod
+    def uses_teacher(cls, cfg: MethodConfig) -> bool:
+        return bool(getattr(cfg, "init_from_teacher", False))
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: Config, scale: int) -> None:
         if len(cfg.layer_weights) != 5:

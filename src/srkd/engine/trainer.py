@@ -376,12 +376,13 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
     needs_teacher = method_module.Method.needs_teacher
     if needs_teacher and cfg.teacher is None:
         raise ConfigError(f"method {cfg.method.name!r} needs a teacher: add a 'teacher' section")
-    if not needs_teacher and cfg.teacher is not None:
+    uses_teacher = method_module.Method.uses_teacher(cfg.method)
+    if not uses_teacher and cfg.teacher is not None:
         warnings.warn(
             f"method {cfg.method.name!r} uses no teacher: the 'teacher' section is ignored", stacklevel=2
         )
-    teacher = build_teacher(cfg, student) if needs_teacher else None
-    if teacher is not None and env.is_main:
+    teacher = build_teacher(cfg, student) if uses_teacher else None
+    if needs_teacher and teacher is not None and env.is_main:
         n_student, n_teacher = count_params(student), count_params(teacher)
         if n_teacher and n_student >= n_teacher:  # a paper recipe's student sized for a bigger teacher than yours
             warnings.warn(f"the student ({n_student / 1e6:.2f} M parameters) is not smaller than its teacher "
