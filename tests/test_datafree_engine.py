@@ -49,6 +49,14 @@ def test_datafree_run_grows_the_student_and_logs_generator_terms(tmp_path: Path)
     assert all(r["diversity"] > 0 for r in gen_steps)
 
 
+def test_datafree_says_it_ignores_training_images(tmp_path: Path) -> None:
+    c = cfg(tmp_path)
+    c.data.train = [str(tmp_path / "train")]  # what a user who has some images might try
+    c.train.iterations = 1
+    with pytest.warns(UserWarning, match="data.train is ignored"):
+        train(c)
+
+
 @pytest.mark.parametrize("growth", [{}, {"growth_init": "identity", "stage_optimizer": "carry"}])
 def test_datafree_resume_after_a_crash_is_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, growth) -> None:
     straight = final_state(train(cfg(tmp_path / "a", **growth)))
