@@ -11,7 +11,6 @@ are then not comparable with the paper.
 from __future__ import annotations
 
 import hashlib
-import logging
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -21,8 +20,6 @@ import torch.nn as nn
 
 from srkd.distill.base import freeze
 from srkd.errors import CheckpointError
-
-log = logging.getLogger(__name__)
 
 # torchvision's VGG19 configuration "E" up to conv5_1: channel counts, "M" = max-pool.
 _CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512]
@@ -77,7 +74,6 @@ class VGG19Features(nn.Module):
                 "loss runs but is not the paper's: give torchvision's vgg19 ImageNet state dict for real runs."
             )
             warnings.warn(msg, stacklevel=2)
-            log.warning(msg)
         freeze(self)
 
     def load_weights(self, path: str | Path, sha256: str | None = None) -> None:
