@@ -750,6 +750,10 @@ def test_csd_starts_from_the_teacher_checkpoint_it_names(tmp_path: Path, init: b
     start = final_state(run)["student"]
     same = [torch.allclose(start[k], v, atol=1e-9) for k, v in teacher.state_dict().items()]
     assert all(same) if init else not all(same)
+    if init:  # a warm start as well would be overwritten: refused before anything runs
+        cfg.student.init = str(tmp_path / "teacher.safetensors")
+        with pytest.raises(ConfigError, match="student.init .* would be overwritten"):
+            train(cfg)
 
 
 def test_jsonl_log_is_valid_json_lines(tmp_path: Path) -> None:

@@ -371,8 +371,6 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
 
     # 2. models, method, data: everything a user can get wrong is checked here, before any training
     method_module = get_method(cfg.method.name)
-    ckpt.seed_everything(cfg.seed)  # identical initialisation on every rank
-    student = build_student(cfg)
     needs_teacher = method_module.Method.needs_teacher
     if needs_teacher and cfg.teacher is None:
         raise ConfigError(f"method {cfg.method.name!r} needs a teacher: add a 'teacher' section")
@@ -381,6 +379,13 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
         warnings.warn(
             f"method {cfg.method.name!r} uses no teacher: the 'teacher' section is ignored", stacklevel=2
         )
+    if uses_teacher and not needs_teacher and cfg.teacher is not None and cfg.student.init:
+        raise ConfigError(  # the teacher's weights would overwrite the warm start (CSD's init_from_teacher)
+            f"method {cfg.method.name!r} starts the student from the teacher's weights, so student.init "
+            f"({cfg.student.init}) would be overwritten: keep one of them"
+        )
+    ckpt.seed_everything(cfg.seed)  # identical initialisation on every rank
+    student = build_student(cfg)
     teacher = build_teacher(cfg, student) if uses_teacher else None
     if needs_teacher and teacher is not None and env.is_main:
         n_student, n_teacher = count_params(student), count_params(teacher)
