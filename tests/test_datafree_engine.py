@@ -31,6 +31,7 @@ def cfg(tmp: Path, **method):
         teacher={"arch": "edsr", "kwargs": {"n_feats": 8, "n_resblocks": 1}},
         data={"train": [], "batch_size": 2},
     )
+    c.data = type(c.data)(batch_size=2, data_root=c.data.data_root)  # no lr_patch: datafree would warn
     return c
 
 
@@ -51,9 +52,14 @@ def test_datafree_run_grows_the_student_and_logs_generator_terms(tmp_path: Path)
 
 def test_datafree_says_it_ignores_training_images(tmp_path: Path) -> None:
     c = cfg(tmp_path)
-    c.data.train = [str(tmp_path / "train")]  # what a user who has some images might try
+    c.data = type(c.data)(train=[str(tmp_path / "train")], lr_patch=8, batch_size=2)  # a user with some images
     c.train.iterations = 1
-    with pytest.warns(UserWarning, match="data.train is ignored"):
+    with pytest.warns(UserWarning, match=r"data.train, data.lr_patch ignored"):
+        train(c)
+    c = cfg(tmp_path / "quiet")
+    c.train.iterations = 1
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*makes its own training images")
         train(c)
 
 

@@ -402,9 +402,11 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
     if tc.channels_last:
         to_channels_last(method)
     sampler = None if method.provides_batches else build_sampler(cfg, env, colour)
-    if method.provides_batches and cfg.data.train:
-        warnings.warn(f"method {cfg.method.name!r} makes its own training images: data.train is ignored "
-                      "(data.val still validates)", stacklevel=2)
+    unused = [f"data.{k}" for k in ("train", "lr_patch", "augment")
+              if k in cfg.data.model_fields_set and getattr(cfg.data, k) != []]
+    if method.provides_batches and unused:
+        warnings.warn(f"method {cfg.method.name!r} makes its own training images: {', '.join(unused)} "
+                      "ignored (data.batch_size and data.val still apply)", stacklevel=2)
     check_val_sets(cfg)
 
     # 3. restored state, then the run directory (rank 0 writes). In this order: a checkpoint that does not fit
