@@ -344,6 +344,17 @@ def test_a_multi_scale_vdsr_run_is_measured_at_each_of_its_scales(tmp_path: Path
     assert "Not shown: no run has a log.jsonl" not in text  # the loss figure was not asked for
 
 
+def test_a_csd_run_without_vgg_weights_is_flagged(tmp_path: Path, bench: Path) -> None:
+    """No offline VGG19 weights: such a CSD number must not pass for the paper's loss in a table."""
+    from srkd.report.build import build_report
+
+    runs = [make_run(tmp_path, "csd", {"name": "csd"}), make_run(tmp_path, "kd", {"name": "scratch"}, seed=1)]
+    md, _html = build_report(runs, tmp_path / "r", sets=[str(bench)], figures=(), log=lambda m: None,
+                             progress=False)
+    notes = [line for line in md.read_text().splitlines() if "random VGG19" in line]
+    assert len(notes) == 1 and str(runs[0]) in notes[0]
+
+
 def test_a_damaged_log_costs_its_figure_not_the_report(tmp_path: Path, bench: Path) -> None:
     """A log damaged mid-file (not just cut by a kill) is said in the report; the tables are still written."""
     from srkd.report.build import build_report

@@ -136,6 +136,11 @@ def collect(
                 f"Note: {run.label} is unfinished ({run.trained_iterations}/{run.iterations} iterations); "
                 "its current weights are shown."
             )
+        if run.method == "csd" and not run.method_config.get("vgg_weights"):
+            data.notes.append(
+                f"Note: {run.label} ({run.path}) ran CSD with random VGG19 features (no method.vgg_weights): its "
+                "contrastive term is not the paper's."
+            )
         log(f"evaluating {run.label} ({run.path}) at {', '.join(map(scale_text, run_scales))}")
         data.results[run.path] = evaluate_cached(
             run.weights, run.path / RESULTS_FILE, sets, run_scales, device=device, data_root=data_root,
