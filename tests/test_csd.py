@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from srkd.distill.base import Batch
-from srkd.distill.csd import CSD, CSDConfig
+from srkd.distill.csd import CSD, CSDConfig, summed_l1_to_negatives
 from srkd.distill.vgg import VGG19Features, sha256_file
 from srkd.errors import CheckpointError, ConfigError
 from srkd.models import build_model
@@ -200,3 +200,16 @@ def test_contrastive_value_matches_the_formula() -> None:
     # the teacher side detached or not, the value is the same
     method.cfg.detach_teacher = False
     torch.testing.assert_close(method.contrastive(t, s, neg), expect, rtol=1e-5, atol=0)
+
+
+def test_summed_l1_to_negatives_matches_the_loop_in_value_and_gradient() -> None:
+    """The cdist form of the contrastive denominator against the formula's loop over negatives, in float64."""
+    g = torch.Generator().manual_seed(7)
+    f_s = torch.rand(4, 5, 6, 7, generator=g, dtype=torch.float64).requires_grad_()
+    f_n = torch.rand(3, 5, 6, 7, generator=g, dtype=torch.float64)
+    loop = sum((f_n[j : j + 1] - f_s).abs().mean() for j in range(3))
+    (g_loop,) = torch.autograd.grad(loop, f_s)
+    fast = summed_l1_to_negatives(f_s, f_n)
+    (g_fast,) = torch.autograd.grad(fast, f_s)
+    torch.testing.assert_close(fast, loop, rtol=1e-12, atol=0)
+    torch.testing.assert_close(g_fast, g_loop, rtol=1e-12, atol=1e-15)

@@ -62,6 +62,21 @@ class Config(MethodConfig):
     init_from_teacher: bool = True
 
 
+def summed_l1_to_negatives(f_s: torch.Tensor, f_n: torch.Tensor) -> torch.Tensor:
+    """``sum_j mean(|f_n[j] - f_s|)`` (each negative broadcast over the batch ``f_s``), the denominator of CSD's
+    contrastive ratio, as pairwise L1 distances (``torch.cdist``, p=1) per channel.
+
+    Why not the formula's loop: it materialises ``k`` batch-sized differences per VGG layer and keeps them for
+    the backward; at the quick recipe's size (16 SR patches of 128x128, 10 negatives) that cost 8-10 s a step on
+    a 2-core CPU, against 1 s this way, with the same value (summed per channel, so within 1e-7 of a float64
+    reference) and the same gradient.
+    """
+    n, c, k = f_s.shape[0], f_s.shape[1], f_n.shape[0]
+    a = f_s.reshape(n, c, -1).transpose(0, 1)  # (C, n, H*W): one distance matrix per channel
+    b = f_n.reshape(k, c, -1).transpose(0, 1)
+    return torch.cdist(a, b, p=1).sum() / f_s.numel()
+
+
 def _prefix(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return t[tuple(slice(0, d) for d in shape)]
 
@@ -192,7 +207,7 @@ class Method(MethodBase):
             f_s, f_n = fg[-n:], fc[-k:]
             f_t = fc[:n] if self.cfg.detach_teacher else fg[:n]
             d_ts = (f_t - f_s).abs().mean()
-            d_sn = sum((f_n[j : j + 1] - f_s).abs().mean() for j in range(k))
+            d_sn = summed_l1_to_negatives(f_s, f_n)
             total = total + w * d_ts / (d_sn + _EPS)
         return total
 
@@ -216,4 +231,4 @@ class Method(MethodBase):
 # Readable aliases; the registry uses the module-level ``Config`` and ``Method``.
 CSD, CSDConfig = Method, Config
 
-__all__ = ["Config", "Method", "CSD", "CSDConfig", "SlimView"]
+__all__ = ["Config", "Method", "CSD", "CSDConfig", "SlimView", "summed_l1_to_negatives"]
