@@ -208,7 +208,7 @@ class _LayoutProbe(torch.nn.Module):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_network_forward_runs_channels_last_in_every_precision(precision: str) -> None:
     # fp32 inference is 15-33 % faster in channels_last on a CPU without bf16 kernels (benchmarks/README.md), and
-    # bf16 needs it for AMX; the caller still gets an NCHW-contiguous result.
+    # oneDNN's bf16 kernels need it; the caller still gets an NCHW-contiguous result.
     probe = _LayoutProbe().eval()
     x = torch.rand(2, 3, 5, 7)
     with torch.no_grad():

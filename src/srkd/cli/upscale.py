@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--overlap", type=int, default=16, metavar="N", help="LR context around each tile (16)"
     )
     parser.add_argument(
-        "--bf16", action="store_true", help="bf16 autocast + channels_last (faster on AMX/GPUs)"
+        "--bf16", action="store_true", help="bf16 autocast + channels_last (faster on CPUs with bf16 kernels and on GPUs)"
     )
     parser.add_argument(
         "--self-ensemble", action="store_true", help="average the 8 flips/rotations (8x slower)"

@@ -104,7 +104,7 @@ def network_forward(
 ) -> torch.Tensor:
     """Run ``net`` in ``precision`` on a channels_last input; bf16 under autocast.
 
-    channels_last in every precision: bf16 needs it for oneDNN's AMX kernels, and in fp32 it is faster too (EDSR-64
+    channels_last in every precision: bf16 needs it for oneDNN's bf16 kernels, and in fp32 it is faster too (EDSR-64
     inference 15-33 % faster than NCHW on an AVX2-only 2-core CPU, same outputs within 4e-7; benchmarks/README.md).
     """
     x = x.contiguous(memory_format=torch.channels_last)

@@ -83,7 +83,7 @@ def measure_latency(
     The model is moved to ``device`` (and left there, in channels_last); its train/eval mode is restored.
     bf16/fp16 run under autocast. Every precision on every device runs in channels_last, the layout srkd's
     inference uses (:func:`srkd.evaluation.upscale.network_forward`), so the latency is that of what srkd runs:
-    oneDNN needs it for AMX, it is faster in fp32 on CPU too, and cuDNN's tensor-core kernels are NHWC.
+    oneDNN's bf16 kernels need it, it is faster in fp32 on CPU too, and cuDNN's tensor-core kernels are NHWC.
     """
     if precision not in PRECISIONS:
         raise SrkdError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
