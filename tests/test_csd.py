@@ -118,6 +118,21 @@ def test_training_step_trains_both_branches() -> None:
     assert not method.vgg.training
 
 
+def test_contrast_weight_zero_is_the_ablation_without_vgg() -> None:
+    """lambda = 0 leaves the two HR losses: no VGG19 is built (so no random-weight warning) and none runs."""
+    full = _edsr(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        method = CSD(full, None, CSDConfig(contrast_weight=0.0), scale=2).train()
+    assert method.vgg is None
+    batch = Batch(_lr(4, 8), torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(2)))
+    loss, logs = method.training_step(batch)
+    assert set(logs) == {"teacher_pix", "pix"}
+    torch.testing.assert_close(loss, logs["teacher_pix"] + logs["pix"])
+    loss.backward()
+    assert full.body[0].conv1.weight.grad[:2, :2].abs().sum() > 0
+
+
 def test_contrastive_term_detaches_teacher_by_default() -> None:
     full = _edsr(2)
     x = _lr(size=8)

@@ -348,7 +348,12 @@ def test_a_csd_run_without_vgg_weights_is_flagged(tmp_path: Path, bench: Path) -
     """No offline VGG19 weights: such a CSD number must not pass for the paper's loss in a table."""
     from srkd.report.build import build_report
 
-    runs = [make_run(tmp_path, "csd", {"name": "csd"}), make_run(tmp_path, "kd", {"name": "scratch"}, seed=1)]
+    runs = [
+        make_run(tmp_path, "csd", {"name": "csd"}),
+        make_run(tmp_path, "kd", {"name": "scratch"}, seed=1),
+        # contrast_weight 0 uses no VGG19 at all: nothing to flag.
+        make_run(tmp_path, "csd0", {"name": "csd", "contrast_weight": 0.0}, seed=2),
+    ]
     md, _html = build_report(runs, tmp_path / "r", sets=[str(bench)], figures=(), log=lambda m: None,
                              progress=False)
     notes = [line for line in md.read_text().splitlines() if "random VGG19" in line]

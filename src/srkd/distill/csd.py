@@ -170,7 +170,11 @@ class Method(MethodBase):
         full = _full_width(student)
         self.slim_feats = max(1, round(full * cfg.width))
         self.slim = SlimView(unwrap_model(student), self.slim_feats)
-        self.vgg = VGG19Features(cfg.vgg_weights, cfg.vgg_sha256, cfg.vgg_input)
+        # contrast_weight 0 is CSD's ablation without the contrastive term (slimmable self-distillation by the HR
+        # losses alone): no VGG19 is built, so nothing warns about its weights and no step pays for its passes.
+        self.vgg = (
+            VGG19Features(cfg.vgg_weights, cfg.vgg_sha256, cfg.vgg_input) if cfg.contrast_weight > 0 else None
+        )
 
     def slim_sr(self, lr: torch.Tensor) -> torch.Tensor:
         return run_sr(self.slim, lr, self.scale)
@@ -190,6 +194,8 @@ class Method(MethodBase):
         return imresize(lr.flip(0)[:k], scale=self.scale).clamp(0.0, 1.0)
 
     def contrastive(self, sr_t: torch.Tensor, sr_s: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        if self.vgg is None:
+            raise ConfigError("csd: the contrastive term needs method.contrast_weight > 0 (no VGG19 was built)")
         n, k = sr_s.shape[0], neg.shape[0]
         if min(sr_s.shape[-2:]) < 16:
             raise ConfigError(
@@ -218,13 +224,12 @@ class Method(MethodBase):
         sr_s = self.slim_sr(batch.lr)
         teacher_pix = self.l1(sr_t, batch.hr)
         pix = self.l1(sr_s, batch.hr)
-        cl = self.contrastive(sr_t, sr_s, self.negatives(batch.lr))
-        loss = self.cfg.teacher_weight * teacher_pix + pix + self.cfg.contrast_weight * cl
-        logs = {
-            "teacher_pix": teacher_pix.detach(),
-            "pix": pix.detach(),
-            "contrast": cl.detach(),
-        }
+        loss = self.cfg.teacher_weight * teacher_pix + pix
+        logs = {"teacher_pix": teacher_pix.detach(), "pix": pix.detach()}
+        if self.vgg is not None:
+            cl = self.contrastive(sr_t, sr_s, self.negatives(batch.lr))
+            loss = loss + self.cfg.contrast_weight * cl
+            logs["contrast"] = cl.detach()
         return loss, logs
 
 

@@ -136,7 +136,7 @@ def collect(
                 f"Note: {run.label} is unfinished ({run.trained_iterations}/{run.iterations} iterations); "
                 "its current weights are shown."
             )
-        if run.method == "csd" and not run.method_config.get("vgg_weights"):
+        if run.method == "csd" and not run.method_config.get("vgg_weights") and _csd_contrasts(run.method_config):
             data.notes.append(
                 f"Note: {run.label} ({run.path}) ran CSD with random VGG19 features (no method.vgg_weights): its "
                 "contrastive term is not the paper's."
@@ -515,6 +515,13 @@ def gain_section(data: ReportData, params: dict[Path, int]) -> Section:
 
 
 # -- the whole report ------------------------------------------------------------------------------------
+
+def _csd_contrasts(method_config: dict) -> bool:
+    """Does this CSD run use its VGG19 contrastive term (a ``contrast_weight`` of 0 is the ablation without it)?"""
+    from srkd.distill.csd import CSDConfig
+
+    return float(method_config.get("contrast_weight", CSDConfig.model_fields["contrast_weight"].default)) > 0
+
 def build_report(
     run_dirs: Sequence[str | Path | Run],
     out: str | Path,
