@@ -531,7 +531,7 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
             },
         )
 
-    def validate(done: int, batch: Batch, sr_sample: torch.Tensor | None) -> None:
+    def validate(done: int, batch: Batch) -> None:
         nonlocal best
         if env.is_main and cfg.data.val:
             from srkd.evaluation.evaluate import evaluate_model
@@ -552,8 +552,16 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
             if mean_psnr > best["psnr"]:
                 best = {"psnr": mean_psnr, "step": done}
                 export("best.safetensors", done, {"val": {k: r["psnr_y"] for k, r in results.items()}})
-        if env.is_main and sr_sample is not None and batch.hr is not None:
-            log.image(done, "train/sr_hr", torch.cat([sr_sample, batch.hr[0].float()], dim=-1))
+        if env.is_main and log.has_tensorboard and batch.hr is not None:
+            # The shipped network in eval mode, with the random streams preserved: a train-mode forward would
+            # draw stochastic depth (SwinIR) from the training's stream, so the run's numbers would depend on
+            # val_every and on whether TensorBoard is installed.
+            model = eval_model(method, opt.ema)
+            model.eval()
+            with _rng_preserved(), torch.no_grad():
+                sample = run_sr(model, batch.lr[:1], cfg.scale).float()[0]
+            method.train()
+            log.image(done, "train/sr_hr", torch.cat([sample, batch.hr[0].float()], dim=-1))
         if env.is_main:
             export("last.safetensors", done)
         dist.barrier(env)
@@ -644,12 +652,8 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
                 dist.barrier(env)
                 raise Interrupted(f"stopped after iteration {done}")
             if (tc.val_every and done % tc.val_every == 0) or done == tc.iterations:
-                sample = None
-                if log.has_tensorboard and batch.hr is not None:
-                    with torch.no_grad():  # the plain module: a forward on rank 0 alone
-                        sample = run_sr(method.raw_student, batch.lr[:1], cfg.scale).float()[0]
                 try:
-                    validate(done, batch, sample)
+                    validate(done, batch)
                 except SrkdError:
                     if last_saved != done:  # e.g. the validation data vanished: keep the progress made
                         save_state(done)
