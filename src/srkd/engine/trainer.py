@@ -514,12 +514,12 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
         ckpt.prune(run_dir, tc.keep_ckpt)
         return path
 
-    def export(name: str, done: int, extra: dict[str, Any] | None = None) -> None:
+    def export(name: str, done: int, extra: dict[str, Any] | None = None, model: nn.Module | None = None) -> None:
         from srkd.checkpoint.io import save_model
 
         save_model(
             run_dir / name,
-            eval_model(method, opt.ema),
+            model if model is not None else eval_model(method, opt.ema),
             scales=getattr(method, "scales", None),
             meta={
                 "run": cfg.name,
@@ -533,37 +533,39 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
 
     def validate(done: int, batch: Batch) -> None:
         nonlocal best
-        if env.is_main and cfg.data.val:
-            from srkd.evaluation.evaluate import evaluate_model
-
-            model = eval_model(method, opt.ema)
-            with _rng_preserved():  # validation must not shift the training's random streams
-                results = evaluate_model(
-                    model,
-                    cfg.data.val,
-                    cfg.scale,
-                    device=device,
-                    data_root=cfg.data.data_root,
-                    progress=False,
-                )
-            method.train()
-            log.val(done, results)
-            mean_psnr = sum(r["psnr_y"] for r in results.values()) / len(results)
-            if mean_psnr > best["psnr"]:
-                best = {"psnr": mean_psnr, "step": done}
-                export("best.safetensors", done, {"val": {k: r["psnr_y"] for k, r in results.items()}})
-        if env.is_main and log.has_tensorboard and batch.hr is not None:
-            # The shipped network in eval mode, with the random streams preserved: a train-mode forward would
-            # draw stochastic depth (SwinIR) from the training's stream, so the run's numbers would depend on
-            # val_every and on whether TensorBoard is installed.
-            model = eval_model(method, opt.ema)
-            model.eval()
-            with _rng_preserved(), torch.no_grad():
-                sample = run_sr(model, batch.lr[:1], cfg.scale).float()[0]
-            method.train()
-            log.image(done, "train/sr_hr", torch.cat([sample, batch.hr[0].float()], dim=-1))
         if env.is_main:
-            export("last.safetensors", done)
+            # One network for the metrics, the TensorBoard sample and the exports: the EMA copy (or CSD's extracted
+            # student), in eval mode, with the random streams preserved. A train-mode forward would draw stochastic
+            # depth (SwinIR) from the training's stream, so a run would depend on val_every and on TensorBoard.
+            model = eval_model(method, opt.ema).eval()
+            results, sample = None, None
+            with _rng_preserved():
+                if cfg.data.val:
+                    from srkd.evaluation.evaluate import evaluate_model
+
+                    results = evaluate_model(
+                        model,
+                        cfg.data.val,
+                        cfg.scale,
+                        device=device,
+                        data_root=cfg.data.data_root,
+                        progress=False,
+                    )
+                if log.has_tensorboard and batch.hr is not None:
+                    with torch.no_grad():  # SR | HR of the batch's first training patch
+                        sr = run_sr(model, batch.lr[:1], cfg.scale).float()[0]
+                    sample = torch.cat([sr, batch.hr[0].float()], dim=-1)
+            method.train()
+            if results is not None:
+                log.val(done, results)
+                mean_psnr = sum(r["psnr_y"] for r in results.values()) / len(results)
+                if mean_psnr > best["psnr"]:
+                    best = {"psnr": mean_psnr, "step": done}
+                    val = {k: r["psnr_y"] for k, r in results.items()}
+                    export("best.safetensors", done, {"val": val}, model=model)
+            if sample is not None:
+                log.image(done, "train/sr_hr", sample)
+            export("last.safetensors", done, model=model)
         dist.barrier(env)
 
     # 4. the loop

@@ -109,6 +109,13 @@ class ReportData:
 
 
 # -- gathering -------------------------------------------------------------------------------------------
+def _csd_contrasts(method_config: dict) -> bool:
+    """Does this CSD run use its VGG19 contrastive term (a ``contrast_weight`` of 0 is the ablation without it)?"""
+    from srkd.distill.csd import CSDConfig
+
+    return float(method_config.get("contrast_weight", CSDConfig.model_fields["contrast_weight"].default)) > 0
+
+
 def collect(
     runs: Sequence[Run],
     sets: Sequence[Any],
@@ -515,13 +522,6 @@ def gain_section(data: ReportData, params: dict[Path, int]) -> Section:
 
 
 # -- the whole report ------------------------------------------------------------------------------------
-
-def _csd_contrasts(method_config: dict) -> bool:
-    """Does this CSD run use its VGG19 contrastive term (a ``contrast_weight`` of 0 is the ablation without it)?"""
-    from srkd.distill.csd import CSDConfig
-
-    return float(method_config.get("contrast_weight", CSDConfig.model_fields["contrast_weight"].default)) > 0
-
 def build_report(
     run_dirs: Sequence[str | Path | Run],
     out: str | Path,
