@@ -330,6 +330,33 @@ def test_resume_after_a_crash_is_bit_identical(tmp_path: Path, monkeypatch: pyte
     assert steps == list(range(1, 9))
 
 
+def test_a_resumed_run_follows_the_configs_changed_schedule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Extending a run and re-timing its decay on resume (--set sched.milestones=...) takes effect: the result
+    equals a run trained with the new schedule from the start (torch's load_state_dict alone would keep the
+    checkpoint's milestones, and its lr and betas, without a word)."""
+    straight = train(make_cfg(tmp_path / "a", "noisy", sched={"milestones": [6], "gamma": 0.1}))
+    cfg = make_cfg(tmp_path / "b", "noisy", train={"iterations": 4}, sched={"milestones": [100], "gamma": 0.5})
+    train(cfg)
+    longer = make_cfg(tmp_path / "b", "noisy", sched={"milestones": [6], "gamma": 0.1})
+    capsys.readouterr()
+    train(longer, resume="auto")
+    assert_states_equal(final_state(straight), final_state(longer.run_dir))
+    assert final_state(longer.run_dir)["scheduler"]["milestones"] == {6: 1}
+    lrs = [r["lr"] for r in read_log(longer.run_dir / "log.jsonl") if r["type"] == "train"]
+    assert lrs == pytest.approx([1e-3] * 5 + [1e-4] * 3)
+    assert "sched.milestones [100] -> [6], sched.gamma 0.5 -> 0.1; the new values apply from iteration 4" in (
+        capsys.readouterr().err)
+    # and an lr changed at a resume past a decay restarts from the config's lr, decayed as often as scheduled
+    hotter = make_cfg(tmp_path / "b", "noisy", train={"iterations": 10}, optim={"lr": 2e-3},
+                      sched={"milestones": [6], "gamma": 0.1})
+    train(hotter, resume="auto")
+    lrs = [r["lr"] for r in read_log(hotter.run_dir / "log.jsonl") if r["type"] == "train"]
+    assert lrs[8:] == pytest.approx([2e-4] * 2)
+    assert "the config changed since that checkpoint: optim.lr [0.001] -> [0.002]; " in capsys.readouterr().err
+
+
 def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     straight = train(make_cfg(tmp_path / "a", "noisy"))
     cfg = make_cfg(tmp_path / "b", "noisy", train={"iterations": 6})

@@ -238,6 +238,49 @@ def carry_optim(old: Optim, new: Optim, method: Method) -> None:
         group["lr"] = lr
 
 
+def restore_optim(opt: Optim, saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """Load a checkpoint's optimiser moments and schedule position, keeping this config's hyper-parameters.
+
+    torch's ``load_state_dict`` would also bring back the checkpoint's lr, betas, milestones and gamma, so a run
+    resumed with a re-timed or longer schedule (``--set sched.milestones=[...]``) would silently keep the old one.
+    When nothing changed, the checkpoint's state is restored as it is (a bit-identical resume); otherwise the lr
+    is recomputed from the config at the checkpoint's iteration. Returns the changes, for the log.
+    """
+    mine = [{k: v for k, v in g.items() if k != "params"} for g in opt.optimizer.param_groups]
+    sched = opt.scheduler.state_dict()
+    opt.optimizer.load_state_dict(saved["optimizer"])
+    old = saved["scheduler"]
+    changes = [f"{name} {_plain(old.get(key))} -> {_plain(sched.get(key))}"
+               for key, name in (("base_lrs", "optim.lr"), ("milestones", "sched.milestones"),
+                                 ("step_size", "sched.step_size"), ("gamma", "sched.gamma"))
+               if _plain(old.get(key)) != _plain(sched.get(key))]
+    for group, hyper in zip(opt.optimizer.param_groups, mine):
+        for key in ("betas", "eps", "weight_decay", "momentum"):
+            note = f"optim.{key} {_plain(group.get(key))} -> {_plain(hyper.get(key))}"
+            if _plain(group.get(key)) != _plain(hyper.get(key)) and note not in changes:
+                changes.append(note)
+        group.update({k: v for k, v in hyper.items() if k != "lr"})
+    if not any(c.startswith(("optim.lr", "sched.")) for c in changes):
+        opt.scheduler.load_state_dict(old)
+        return changes
+    position = {k: old[k] for k in ("last_epoch", "_step_count") if k in old}
+    opt.scheduler.load_state_dict({**sched, **position})
+    s, step = cfg.sched, int(old["last_epoch"])
+    decays = step // s.step_size if s.step_size is not None else sum(step >= m for m in s.milestones)
+    lrs = [base * s.gamma**decays for base in opt.scheduler.base_lrs]
+    for group, lr in zip(opt.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    opt.scheduler._last_lr = lrs  # what get_last_lr() reports until the next step
+    return changes
+
+
+def _plain(value: Any) -> Any:
+    """Checkpoint and config values in one comparable form (Counter milestones, tuple betas)."""
+    if isinstance(value, dict):
+        return sorted(m for m, n in value.items() for _ in range(n))
+    return list(value) if isinstance(value, tuple | list) else value
+
+
 def _no_parameters(cfg: TrainConfig) -> ConfigError:
     return ConfigError(f"method {cfg.method.name!r}: the student has no trainable parameters")
 
@@ -434,10 +477,10 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     best = {"psnr": -math.inf, "step": 0}
     skipped = 0
+    changed: list[str] = []
     if resumed:
         path, saved = resumed
-        opt.optimizer.load_state_dict(saved["optimizer"])
-        opt.scheduler.load_state_dict(saved["scheduler"])
+        changed = restore_optim(opt, saved, cfg)
         if opt.ema is not None and saved.get("ema") is not None:
             opt.ema.load_state_dict(saved["ema"])
         if scaler is not None and saved.get("scaler"):
@@ -468,6 +511,9 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
     )
     if resumed:
         log.info(f"resuming {cfg.name} from {resumed[0]} (iteration {start})")
+        if changed:
+            log.info(f"the config changed since that checkpoint: {', '.join(changed)}; the new values apply from "
+                     f"iteration {start} on, and {run_dir / 'config.yaml'} now holds them")
 
     # The random streams of the loop start here, after every import and construction above (some consume
     # Python's global RNG the first time they run in a process), so a resumed run continues them exactly.
