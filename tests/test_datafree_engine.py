@@ -88,6 +88,17 @@ def test_datafree_resume_after_a_crash_is_bit_identical(tmp_path: Path, monkeypa
         assert torch.equal(straight["method"]["rng"], resumed["method"]["rng"])
 
 
+def test_a_resumed_datafree_run_uses_the_configs_generator_optimiser(tmp_path: Path) -> None:
+    """gen_lr, its schedule and gen_betas changed on resume apply, as the student's optimiser settings do."""
+    c = cfg(tmp_path, progressive=False)
+    c.train.iterations = 4
+    train(c)
+    c = cfg(tmp_path, progressive=False, gen_lr=5e-4, gen_betas=(0.5, 0.9))
+    train(c)
+    group = final_state(c.run_dir)["method"]["gen_optimizers"]["2"]["param_groups"][0]
+    assert group["lr"] == 5e-4 and tuple(group["betas"]) == (0.5, 0.9)
+
+
 def test_noise_baseline_trains_without_generator(tmp_path: Path) -> None:
     run = train(cfg(tmp_path, inputs="noise", adversarial=False, reconstruction=False, progressive=False))
     state = final_state(run)

@@ -446,4 +446,8 @@ class Method(MethodBase):
         for k, sd in gens.items():
             self.generators[k].load_state_dict(sd)
         for k, sd in state.get("gen_optimizers", {}).items():
-            self.gen_optimizers[int(k)].load_state_dict(sd)
+            opt = self.gen_optimizers[int(k)]
+            betas = [group["betas"] for group in opt.param_groups]
+            opt.load_state_dict(sd)
+            for group, mine in zip(opt.param_groups, betas):  # the config's, as the engine keeps the student's
+                group["betas"] = mine  # (its lr is set from the config at every generator step)
