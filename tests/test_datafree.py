@@ -11,10 +11,10 @@ import io
 import pytest
 import torch
 
-from srkd.config_base import validate
+from srkd.config_base import step_decay, validate
 from srkd.distill import get_method
 from srkd.distill.base import Batch
-from srkd.distill.datafree import Config, Method, body_split, pairwise_l1, step_decay
+from srkd.distill.datafree import Config, Method, body_split, pairwise_l1
 from srkd.errors import ConfigError, TrainingError
 from srkd.models import build_model
 

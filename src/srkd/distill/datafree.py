@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from srkd.config_base import Milestones
+from srkd.config_base import Milestones, step_decay
 from srkd.distill.base import Batch, MethodConfig
 from srkd.distill.base import Method as MethodBase
 from srkd.errors import ConfigError, SrkdError, TrainingError
@@ -131,13 +131,6 @@ def scaled_stages(stages: list[int], iterations: int) -> list[int]:
     total = sum(stages)
     heads = [max(1, round(s * iterations / total)) for s in stages[:-1]]
     return [*heads, max(1, iterations - sum(heads))]
-
-
-def step_decay(step: int, milestones: list[int], step_size: int | None, gamma: float) -> float:
-    """Multiplier of a step-decay schedule after ``step`` iterations (MultiStepLR or StepLR semantics)."""
-    if step_size is not None:
-        return gamma ** (step // step_size)
-    return gamma ** sum(step >= m for m in milestones)
 
 
 def pairwise_l1(x: torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,7 @@ import torch
 import torch.nn as nn
 import yaml
 
+from srkd.config_base import step_decay
 from srkd.distill import get_method
 from srkd.distill.base import Batch, Method
 from srkd.engine import dist
@@ -265,9 +266,9 @@ def restore_optim(opt: Optim, saved: dict[str, Any], cfg: TrainConfig) -> list[s
         return changes
     position = {k: old[k] for k in ("last_epoch", "_step_count") if k in old}
     opt.scheduler.load_state_dict({**sched, **position})
-    s, step = cfg.sched, int(old["last_epoch"])
-    decays = step // s.step_size if s.step_size is not None else sum(step >= m for m in s.milestones)
-    lrs = [base * s.gamma**decays for base in opt.scheduler.base_lrs]
+    s = cfg.sched
+    decay = step_decay(int(old["last_epoch"]), s.milestones, s.step_size, s.gamma)
+    lrs = [base * decay for base in opt.scheduler.base_lrs]
     for group, lr in zip(opt.optimizer.param_groups, lrs):
         group["lr"] = lr
     opt.scheduler._last_lr = lrs  # what get_last_lr() reports until the next step
