@@ -2,7 +2,8 @@
 
 ``run_dir/log.jsonl`` holds one JSON object per line: ``{"type": "start", ...}`` when a run (or resume)
 begins, ``{"type": "train", "step", "lr", "loss", <terms>, "it_s", "skipped", "grad_norm", "grad_norm_max", "time"}``
-every ``log_every`` iterations (the student's gradient norm before clipping, mean and max of the window) and ``{"type": "val", "step", "set", "psnr_y", "ssim_y", "n"}`` after each validation. On resume the
+every ``log_every`` iterations (the student's gradient norm before clipping, mean and max of the window) and ``{"type": "val", "step", "set", "psnr_y", "ssim_y", "n"}`` after each validation (with EMA on, of the averaged
+weights, and ``raw_psnr_y``/``raw_ssim_y`` of the trained ones beside them). On resume the
 records past the resumed iteration (written by the killed run after its last checkpoint) are dropped, so the
 log reads as if the run had never stopped. Only rank 0 logs.
 """
@@ -128,25 +129,26 @@ class RunLogger:
             for k, v in grads.items():
                 self._tb.add_scalar(f"train/{k}", v, step)
 
-    def val(self, step: int, results: dict[str, dict[str, Any]]) -> None:
+    def val(
+        self, step: int, results: dict[str, dict[str, Any]], raw: dict[str, dict[str, Any]] | None = None
+    ) -> None:
+        """``results`` of the validated network (the EMA copy when EMA is on); ``raw``, of the trained weights."""
         if not self.enabled:
             return
         parts = []
         for name, r in results.items():
-            self.record(
-                {
-                    "type": "val",
-                    "step": step,
-                    "set": name,
-                    "psnr_y": r["psnr_y"],
-                    "ssim_y": r["ssim_y"],
-                    "n": r["n"],
-                }
-            )
-            parts.append(f"{name} {r['psnr_y']:.3f} dB / {r['ssim_y']:.4f}")
+            rec = {"type": "val", "step": step, "set": name, "psnr_y": r["psnr_y"], "ssim_y": r["ssim_y"], "n": r["n"]}
+            text = f"{name} {r['psnr_y']:.3f} dB / {r['ssim_y']:.4f}"
+            if raw is not None and name in raw:
+                rec.update(raw_psnr_y=raw[name]["psnr_y"], raw_ssim_y=raw[name]["ssim_y"])
+                text += f" (raw weights {raw[name]['psnr_y']:.3f} dB)"
+            self.record(rec)
+            parts.append(text)
             if self._tb is not None:
                 self._tb.add_scalar(f"val/{name}/psnr_y", r["psnr_y"], step)
                 self._tb.add_scalar(f"val/{name}/ssim_y", r["ssim_y"], step)
+                if "raw_psnr_y" in rec:
+                    self._tb.add_scalar(f"val/{name}/raw_psnr_y", rec["raw_psnr_y"], step)
         self.info(f"val @ {step}: " + ", ".join(parts))
 
     def image(self, step: int, tag: str, img: torch.Tensor) -> None:
