@@ -307,7 +307,8 @@ EMA_LAG_DB = 0.5
 def ema_lag(ema: dict[str, dict[str, Any]], raw: dict[str, dict[str, Any]] | None) -> float | None:
     """How far (dB, mean over the validation sets) the EMA weights score below the trained ones, when that is more
     than ``EMA_LAG_DB``; else None. An EMA usually scores a few hundredths above; far below means the average mixes
-    weights that no longer agree (an EDSR 64f/32b fine-tuned at Adam 1e-3: 21.9 dB EMA against 30.3 raw on Set5)."""
+    weights that no longer agree (an EDSR 64f/32b fine-tuned at Adam 1e-3: Set5 23.7 dB EMA against 30.3 raw
+    after 1300 iterations)."""
     if not raw:
         return None
     names = [n for n in ema if n in raw]
