@@ -20,6 +20,8 @@ TEACHERS = {
                                RESULTS / "teacher-edsr64-16-x2-eval.json"),
     **{f"edsr64-32-x{s}": (ROOT / "teachers" / f"edsr64-x{s}.safetensors", s,
                            RESULTS / "teachers" / f"edsr64-32-x{s}" / "eval.json") for s in (2, 3, 4)},
+    "edsr64-32-x4-long": (ROOT / "teachers" / "edsr64-x4-long.safetensors", 4,
+                          RESULTS / "teachers" / "edsr64-32-x4-long" / "eval.json"),
     "rcan-10-x4": (ROOT / "teachers" / "rcan-x4.safetensors", 4, RESULTS / "teachers" / "rcan-10-x4" / "eval.json"),
     "swinir-60-x4": (ROOT / "teachers" / "swinir-x4.safetensors", 4, RESULTS / "teachers" / "swinir-60-x4" / "eval.json"),
 }
