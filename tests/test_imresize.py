@@ -1,4 +1,8 @@
-"""MATLAB bicubic imresize: parity with BasicSR 1.4.2, sizes, batching, tiling, gradients, dtypes."""
+"""MATLAB bicubic imresize: parity with BasicSR 1.4.2, sizes, batching, tiling, gradients, dtypes.
+
+Tests that take the ``path`` fixture run twice: through the C++ kernels (skipped, with the reason, where they
+cannot be built) and through the torch path that every other case (GPU, float64, autograd) uses.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,23 @@ from reference import basicsr_reference
 
 import srkd.ops.imresize as imresize_module
 from srkd.data.images import read_image
+from srkd.ops import native
 from srkd.ops.imresize import imresize, output_size
+
+
+@pytest.fixture(params=["native", "torch"])
+def path(request, monkeypatch):
+    """Run the test through one implementation of the CPU float32 passes, and check that it is the one used."""
+    if request.param == "native":
+        if native.library() is None:
+            pytest.skip(f"native imresize {native.status()}")
+    else:
+        monkeypatch.setattr(native, "library", lambda: None)
+    calls = []
+    real = imresize_module._native_axis
+    monkeypatch.setattr(imresize_module, "_native_axis", lambda *a: calls.append(1) or real(*a))
+    yield request.param
+    assert bool(calls) == (request.param == "native")
 
 
 def _reference_uint8(ref, img: torch.Tensor, scale: float) -> np.ndarray:
@@ -32,7 +52,7 @@ def _images() -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("scale", [1 / 4, 1 / 2, 1 / 3, 4, 2, 3, 0.7, 1.5])
-def test_uint8_parity_with_basicsr(scale):
+def test_uint8_parity_with_basicsr(scale, path):
     ref = basicsr_reference()
     for img in _images():
         src = img if scale < 1 else imresize(img, scale=1 / 4)  # enlarge LR-sized images, as SR does
@@ -45,7 +65,7 @@ def test_uint8_parity_with_basicsr(scale):
 
 
 @pytest.mark.parametrize("scale", [1 / 4, 1 / 3, 3, 0.7])
-def test_float_parity_with_basicsr(scale):
+def test_float_parity_with_basicsr(scale, path):
     ref = basicsr_reference()
     img = _images()[0].float() / 255.0
     src = img if scale < 1 else imresize(img, scale=1 / 4)
@@ -76,7 +96,7 @@ def test_size_argument():
     torch.testing.assert_close(y, imresize(x.transpose(-1, -2), size=(30, 10)).transpose(-1, -2))
 
 
-def test_batched_equals_single_and_channels_are_independent():
+def test_batched_equals_single_and_channels_are_independent(path):
     x = torch.rand(3, 3, 37, 41)
     batched = imresize(x, scale=0.5)
     for i in range(3):
@@ -100,9 +120,10 @@ def test_tiled_path_equals_dense_matrix(scale, monkeypatch):
     torch.testing.assert_close(tiled_grad_path.detach(), dense, rtol=0, atol=1e-12)
 
 
-def test_symmetric_boundary_matches_matlab_padding():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_symmetric_boundary_matches_matlab_padding(dtype):
     """Shrinking a tiny image reads far beyond the border: MATLAB mirrors with the edge repeated."""
-    x = torch.arange(5, dtype=torch.float64).view(1, 1, 5)
+    x = torch.arange(5, dtype=dtype).view(1, 1, 5)
     x = x.expand(1, 3, 5).clone()  # 3 identical rows: the H axis is constant, the W axis carries the signal
     out = imresize(x, scale=0.25)  # kernel width 16 >> 5 pixels
     # Hand check with explicit symmetric padding (period 10: 0 1 2 3 4 4 3 2 1 0) and the widened kernel.
@@ -117,7 +138,7 @@ def test_symmetric_boundary_matches_matlab_padding():
     )
     expected = (w * values).sum() / w.sum()
     assert out.shape == (1, 1, 2)
-    torch.testing.assert_close(out[0, 0, 0], expected)
+    torch.testing.assert_close(out[0, 0, 0], expected.to(dtype))
 
 
 def test_gradcheck_float64():
@@ -137,7 +158,7 @@ def test_gradient_through_tiled_path_is_the_adjoint():
     torch.testing.assert_close(lhs, rhs)
 
 
-def test_uint8_rounds_clamps_and_keeps_constants():
+def test_uint8_rounds_clamps_and_keeps_constants(path):
     step = torch.zeros(1, 16, 16, dtype=torch.uint8)
     step[:, :, 8:] = 255
     up_float = imresize(step.float(), scale=4)

@@ -4,7 +4,8 @@ A batch of 512x512 RGB images is shrunk by 4 (512 -> 128, antialiased: how LR tr
 and a batch of 128x128 images is enlarged by 4 (128 -> 512: the bicubic input of pre-upsampling networks such as
 VDSR, and the bicubic baseline). BasicSR gets each image as the HWC numpy array it expects, prepared outside the
 timed region; srkd gets the whole ``(N, 3, H, W)`` batch. The largest difference between the two outputs is
-reported beside the speed (the parity tests in ``tests/test_imresize.py`` hold it below 2e-5).
+reported beside the speed (the parity tests in ``tests/test_imresize.py`` hold it below 2e-5). On the CPU srkd
+runs its C++ kernels when they can be built (``srkd.ops.native``), else its torch path; the result names which.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from srkd.bench.common import (
 
 
 def run(opts: BenchOptions) -> dict[str, Any]:
+    from srkd.ops import native
     from srkd.ops.imresize import imresize
 
     device = resolve_bench_device(opts.device)
@@ -60,7 +62,8 @@ def run(opts: BenchOptions) -> dict[str, Any]:
             shape=f"{n}x3x{x.shape[-2]}x{x.shape[-1]} -> {n}x3x{out[0]}x{out[1]}",
         ))
     return {
-        "config": {"images": n, "size": size, "repeats": repeats, "device": str(device)},
+        "config": {"images": n, "size": size, "repeats": repeats, "device": str(device),
+                   "implementation": native.status() if device.type == "cpu" else "torch"},
         "comparisons": rows,
         "metrics": {"max_abs_diff_vs_basicsr": parity},
         "targets": [target(f"imresize {r['name']} speed-up vs BasicSR", speedup(r), ">=", 20.0, r["ratio_cpu"]) for r in rows]
@@ -69,7 +72,7 @@ def run(opts: BenchOptions) -> dict[str, Any]:
 
 
 def describe(result: dict[str, Any]) -> list[str]:
-    return [
+    return [f"srkd implementation: {result['config'].get('implementation', 'torch')}"] + [
         f"{r['name']:>9} ({r['shape']}): BasicSR {fmt_s(r['baseline']['median_s'])}, srkd {fmt_s(r['ours']['median_s'])}"
         f" -> {ratio_text(r, 1)}; max |diff| "
         f"{result['metrics']['max_abs_diff_vs_basicsr'][r['name']]:.1e}"

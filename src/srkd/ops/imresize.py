@@ -12,6 +12,10 @@ folded onto the pixels the symmetric padding would copy, so each block is one (b
 of the input: no padded copy, no gather. The blocks are computed once per (size, scale, device, dtype) and cached.
 On the GPU a single block (the dense matrix) is used: one big matmul beats many small ones there. Channels and
 images share the batch dimension, so a whole batch costs two passes.
+
+On the CPU, float32 work without autograd runs the same two passes in srkd's C++ kernels when they can be built
+(``srkd.ops.native``; ``SRKD_NATIVE=0`` turns them off): they read only the band's taps instead of multiplying
+its zeros, about 3x faster. Their results match the torch path to float32 rounding (tests hold both to MATLAB).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import functools
 import math
 
 import torch
+
+from srkd.ops import native
 
 __all__ = ["imresize", "output_size"]
 
@@ -138,6 +144,45 @@ def _resize_axis(x: torch.Tensor, dim: int, out_len: int, scale: float, antialia
     return result
 
 
+@functools.lru_cache(maxsize=64)
+def _tap_table(in_len: int, out_len: int, scale: float, antialias: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The native kernels' table: per output pixel, in-range (folded) int32 indices and float32 weights, without
+    the leading and trailing tap columns that are zero for every output pixel."""
+    idx, weights = _taps(in_len, out_len, scale, antialias)
+    used = (weights != 0).any(dim=0).nonzero().flatten()
+    lo, hi = int(used[0]), int(used[-1]) + 1
+    real = _symmetric(idx[:, lo:hi], in_len)
+    return real.to(torch.int32).contiguous(), weights[:, lo:hi].to(torch.float32).contiguous()
+
+
+# Below this many output values per pass a second thread costs more to start (~25 us) than it saves.
+NATIVE_MIN_PER_THREAD = 1 << 15
+
+
+def _native_axis(x: torch.Tensor, dim: int, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
+    """``_resize_axis`` in the C++ kernels: ``x`` is a contiguous float32 (B, H, W) CPU tensor."""
+    lib = native.library()
+    assert lib is not None
+    planes, rows, cols = x.shape
+    in_len = x.shape[dim]
+    if out_len == in_len and scale == 1:
+        return x.clone()
+    idx, weights = _tap_table(in_len, out_len, float(scale), antialias)
+    shape = [planes, rows, cols]
+    shape[dim] = out_len
+    out = x.new_empty(shape)
+    threads = max(1, min(torch.get_num_threads(), out.numel() // NATIVE_MIN_PER_THREAD))
+    kernel = lib.srkd_resize_rows if dim == 1 else lib.srkd_resize_cols
+    kernel(x.data_ptr(), out.data_ptr(), planes, rows, cols, out_len, idx.data_ptr(), weights.data_ptr(),
+           idx.shape[1], threads)
+    return out
+
+
+def _use_native(x: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not (torch.is_grad_enabled() and x.requires_grad)
+            and native.library() is not None)
+
+
 def imresize(
     x: torch.Tensor,
     scale: float | None = None,
@@ -176,14 +221,17 @@ def imresize(
     work_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     lead = x.shape[:-2]
     flat = x.reshape(-1, in_h, in_w).to(work_dtype)  # channels join the batch: one matmul covers them all
+    resize_axis = _resize_axis
+    if _use_native(flat):
+        resize_axis, flat = _native_axis, flat.contiguous()
 
     with torch.autocast(device_type=x.device.type, enabled=False):
         # Shrink first (less data for the second pass), and let the H pass, which reads and writes whole rows,
         # touch the larger image: first when shrinking, last when enlarging. Measured ~2x faster than the reverse.
         if scale_h < scale_w or (scale_h == scale_w and scale_h <= 1):
-            out = _resize_axis(_resize_axis(flat, 1, out_h, scale_h, antialias), 2, out_w, scale_w, antialias)
+            out = resize_axis(resize_axis(flat, 1, out_h, scale_h, antialias), 2, out_w, scale_w, antialias)
         else:
-            out = _resize_axis(_resize_axis(flat, 2, out_w, scale_w, antialias), 1, out_h, scale_h, antialias)
+            out = resize_axis(resize_axis(flat, 2, out_w, scale_w, antialias), 1, out_h, scale_h, antialias)
     out = out.reshape(*lead, out_h, out_w)
     if is_uint8:  # MATLAB saturates, then rounds half away from zero (= half up, once clamped to [0, 255])
         return out.clamp_(0, 255).add_(0.5).floor_().to(torch.uint8)

@@ -1,0 +1,102 @@
+// srkd's CPU kernels for the MATLAB-bicubic imresize (see srkd/ops/imresize.py for the maths and srkd/ops/native.py
+// for how this file is built and loaded).
+//
+// Why C++: an axis of a resize is a sparse banded map (16 taps per output pixel for x1/4, 4 for x4). torch can
+// only run it as dense matrix products over blocks of the band (most of the FLOPs multiply zeros) or as many
+// small calls; these two loops read each tap once, in registers, and run about 3x faster on a 2-core CPU.
+//
+// Both functions take float32 planes laid out (planes, rows, cols), contiguous, and a tap table: for output
+// position i, `taps` input indices idx[i * taps + k] (already folded onto the image by MATLAB's symmetric padding,
+// so every index is in range) and weights wt[i * taps + k]. They are exported with C linkage and called through
+// ctypes with the GIL released; `threads` workers each take a contiguous share of the output.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kTile = 16;  // rows the column pass transposes together: one AVX-512 vector of 16 floats
+
+template <class Body>
+void parallel_for(int64_t n, int threads, Body body) {
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, n));
+  if (workers == 1) {
+    body(0, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < workers; ++t) {
+    pool.emplace_back([=] { body(n * t / workers, n * (t + 1) / workers); });
+  }
+  body(0, n / workers);
+  for (auto& worker : pool) worker.join();
+}
+
+}  // namespace
+
+// Resize along the rows: out[p, i, :] = sum_k wt[i, k] * in[p, idx[i, k], :]. Each output row is a weighted sum
+// of whole input rows, so the inner loop is a contiguous multiply-add the compiler vectorises; four taps per sweep
+// keep the output row's loads and stores to a quarter (measured 1.4 ms against 6.5 ms one tap per sweep).
+extern "C" void srkd_resize_rows(const float* in, float* out, int64_t planes, int64_t in_rows, int64_t cols,
+                                 int64_t out_rows, const int32_t* idx, const float* wt, int64_t taps, int threads) {
+  parallel_for(planes * out_rows, threads, [=](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const float* __restrict src = in + (item / out_rows) * in_rows * cols;
+      float* __restrict dst = out + item * cols;
+      const int32_t* ix = idx + (item % out_rows) * taps;
+      const float* w = wt + (item % out_rows) * taps;
+      std::memset(dst, 0, cols * sizeof(float));
+      int64_t k = 0;
+      for (; k + 4 <= taps; k += 4) {
+        const float* __restrict r0 = src + ix[k] * cols;
+        const float* __restrict r1 = src + ix[k + 1] * cols;
+        const float* __restrict r2 = src + ix[k + 2] * cols;
+        const float* __restrict r3 = src + ix[k + 3] * cols;
+        const float w0 = w[k], w1 = w[k + 1], w2 = w[k + 2], w3 = w[k + 3];
+        for (int64_t j = 0; j < cols; ++j) dst[j] += w0 * r0[j] + w1 * r1[j] + w2 * r2[j] + w3 * r3[j];
+      }
+      for (; k < taps; ++k) {
+        const float* __restrict r = src + ix[k] * cols;
+        const float wk = w[k];
+        for (int64_t j = 0; j < cols; ++j) dst[j] += wk * r[j];
+      }
+    }
+  });
+}
+
+// Resize along the columns: out[p, r, j] = sum_k wt[j, k] * in[p, r, idx[j, k]]. A tap reads scattered columns,
+// which do not vectorise along a row; so 16 rows at a time are transposed into a small buffer, where the same
+// column of the 16 rows is one contiguous vector, summed, and transposed back.
+extern "C" void srkd_resize_cols(const float* in, float* out, int64_t planes, int64_t rows, int64_t in_cols,
+                                 int64_t out_cols, const int32_t* idx, const float* wt, int64_t taps, int threads) {
+  const int64_t tiles = (rows + kTile - 1) / kTile;
+  parallel_for(planes * tiles, threads, [=](int64_t begin, int64_t end) {
+    std::vector<float> col(in_cols * kTile, 0.0f), res(out_cols * kTile);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t r0 = (item % tiles) * kTile, n = std::min(kTile, rows - r0);
+      const float* src = in + ((item / tiles) * rows + r0) * in_cols;
+      float* dst = out + ((item / tiles) * rows + r0) * out_cols;
+      if (n < kTile) std::fill(col.begin(), col.end(), 0.0f);  // a partial last tile sums zeros it never writes
+      for (int64_t r = 0; r < n; ++r) {
+        for (int64_t x = 0; x < in_cols; ++x) col[x * kTile + r] = src[r * in_cols + x];
+      }
+      for (int64_t j = 0; j < out_cols; ++j) {
+        float acc[kTile] = {0.0f};
+        const int32_t* ix = idx + j * taps;
+        const float* w = wt + j * taps;
+        for (int64_t k = 0; k < taps; ++k) {
+          const float* c = col.data() + ix[k] * kTile;
+          const float wk = w[k];
+          for (int64_t r = 0; r < kTile; ++r) acc[r] += wk * c[r];
+        }
+        std::memcpy(res.data() + j * kTile, acc, sizeof(acc));
+      }
+      for (int64_t r = 0; r < n; ++r) {
+        for (int64_t j = 0; j < out_cols; ++j) dst[r * out_cols + j] = res[j * kTile + r];
+      }
+    }
+  });
+}
