@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import shared_path
 from reference import basicsr_reference
+from test_imresize_native import spy_native
 
 import srkd.ops.imresize as imresize_module
 from srkd.data.images import read_image
@@ -26,9 +27,7 @@ def path(request, monkeypatch):
             pytest.skip(f"native imresize {native.status()}")
     else:
         monkeypatch.setattr(native, "library", lambda: None)
-    calls = []
-    real = imresize_module._native_axis
-    monkeypatch.setattr(imresize_module, "_native_axis", lambda *a: calls.append(1) or real(*a))
+    calls = spy_native(monkeypatch)
     yield request.param
     assert bool(calls) == (request.param == "native")
 

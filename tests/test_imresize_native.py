@@ -31,6 +31,15 @@ def fresh_build(monkeypatch, tmp_path):
     native.library.cache_clear()
 
 
+def spy_native(monkeypatch) -> list[str]:
+    """Record each call into the C++ kernels (one name per call) while still making it."""
+    calls: list[str] = []
+    for name in ("_native_axis", "_native_rows_cols"):
+        real = getattr(imresize_module, name)
+        monkeypatch.setattr(imresize_module, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    return calls
+
+
 def _torch_path(x: torch.Tensor, monkeypatch, **kw) -> torch.Tensor:
     with monkeypatch.context() as m:
         m.setattr(native, "library", lambda: None)
@@ -49,15 +58,15 @@ CASES = [  # (shape, keyword arguments): integer and odd factors, tiles of 16 ro
     ((2, 3, 40, 30), {"size": (17, 61)}),  # shrink one axis, enlarge the other
     ((2, 3, 40, 30), {"scale": 0.5, "antialias": False}),
     ((4, 3, 130, 100), {"scale": 0.25}),  # enough work for several threads
+    ((2, 3, 70, 90), {"size": (30, 80)}),  # rows first (the larger shrink), fused, widths differ
+    ((2, 3, 70, 90), {"size": (90, 30)}),  # columns first, two passes
 ]
 
 
 @pytest.mark.parametrize(("shape", "kw"), CASES)
 def test_native_matches_the_torch_path(lib, monkeypatch, shape, kw):
     x = torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape)))
-    calls = []
-    real = imresize_module._native_axis
-    monkeypatch.setattr(imresize_module, "_native_axis", lambda *a: calls.append(1) or real(*a))
+    calls = spy_native(monkeypatch)
     ours = imresize(x, **kw)
     assert calls, "the float32 CPU resize did not take the native path"
     reference = _torch_path(x, monkeypatch, **kw)
@@ -80,9 +89,7 @@ def test_native_results_do_not_depend_on_the_thread_count(lib):
 
 
 def test_native_path_is_skipped_where_it_does_not_apply(lib, monkeypatch):
-    calls = []
-    real = imresize_module._native_axis
-    monkeypatch.setattr(imresize_module, "_native_axis", lambda *a: calls.append(1) or real(*a))
+    calls = spy_native(monkeypatch)
     x = torch.rand(1, 3, 20, 20)
     imresize(x.double(), scale=0.5)  # float64: the torch path keeps its precision
     imresize(x.clone().requires_grad_(True), scale=0.5).sum().backward()  # autograd needs the torch ops
@@ -92,7 +99,7 @@ def test_native_path_is_skipped_where_it_does_not_apply(lib, monkeypatch):
         imresize(x.clone().requires_grad_(True), scale=0.5)
     imresize(x.bfloat16(), scale=0.5)  # computed in float32
     imresize(x.permute(0, 1, 3, 2), scale=0.5)  # a non-contiguous view is made contiguous first
-    assert len(calls) == 2 * 3
+    assert calls == ["_native_rows_cols"] * 3  # both axes shrink: the fused kernel
 
 
 def test_no_compiler_falls_back_to_torch_with_the_reason(fresh_build, monkeypatch):

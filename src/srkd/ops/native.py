@@ -30,9 +30,14 @@ __all__ = ["library", "status", "cache_dir"]
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("imresize_native.cpp")
-FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
-_ARGTYPES = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 4 + [ctypes.c_void_p, ctypes.c_void_p,
-                                                                         ctypes.c_int64, ctypes.c_int]
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-std=c++17", "-shared", "-fPIC", "-pthread")
+_PTR, _I64 = ctypes.c_void_p, ctypes.c_int64
+_TABLE = [_PTR, _PTR, _I64]  # indices, weights, taps per output pixel
+_ARGTYPES = {
+    "srkd_resize_rows": [_PTR, _PTR, _I64, _I64, _I64, _I64, *_TABLE, ctypes.c_int],
+    "srkd_resize_cols": [_PTR, _PTR, _I64, _I64, _I64, _I64, *_TABLE, ctypes.c_int],
+    "srkd_resize_rows_cols": [_PTR, _PTR, _I64, _I64, _I64, _I64, _I64, *_TABLE, *_TABLE, ctypes.c_int],
+}
 _status = "not loaded yet"
 
 
@@ -93,8 +98,8 @@ def library() -> ctypes.CDLL | None:
     try:
         path = _build(compiler)
         lib = ctypes.CDLL(str(path))
-        for name in ("srkd_resize_rows", "srkd_resize_cols"):
-            getattr(lib, name).argtypes = _ARGTYPES
+        for name, argtypes in _ARGTYPES.items():
+            getattr(lib, name).argtypes = argtypes
             getattr(lib, name).restype = None
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         _status = f"unavailable: {exc}"
