@@ -13,6 +13,7 @@ from reference import basicsr_reference
 
 from srkd.bench import ALL, BENCHMARKS
 from srkd.bench.common import comparison, interleaved, ratio_text, speedup, summarize, target
+from srkd.bench.kd_step import device_peak_tflops
 from srkd.cli.main import main
 
 TIMING_KEYS = {"times_s", "median_s", "min_s", "mean_s"}
@@ -169,3 +170,26 @@ def test_compare_prints_the_paired_ratio_also_for_files_written_before_it(tmp_pa
     out = subprocess.run([sys.executable, str(root / "benchmarks" / "compare.py"), str(path)],
                          capture_output=True, text=True, check=True).stdout
     assert "| b | n | 6.00 s | 1.00 s | 3.00x | 6.00x | - |" in out
+
+
+def test_kd_step_compiled_with_a_peak_gives_an_mfu(tmp_path):
+    """The GPU run's options on the CPU: ``torch.compile`` of both networks, and an MFU against the given peak."""
+    basicsr_reference()
+    out = tmp_path / "bench.json"
+    assert main(["bench", "kd-step", "--quick", "--compile", "--peak-tflops", "2.5", "--methods", "kd",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["results"]["kd-step"]
+    assert result["config"]["compile"] == "default" and result["metrics"]["peak_tflops"] == 2.5
+    (row,) = result["comparisons"]
+    assert "torch.compile(default)" in row["ours_label"]
+    assert row["mfu_ours"] == pytest.approx(row["tflops_ours"] / 2.5)
+
+
+def test_gpu_peaks_are_looked_up_by_device_name(monkeypatch):
+    cuda = torch.device("cuda", 0)
+    for name, peak in (("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H200", 989.4),
+                       ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA GeForce GTX 1080", None)):
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, name=name: name)
+        assert device_peak_tflops(cuda) == peak, name
+    assert device_peak_tflops(cuda, override=100.0) == 100.0
+    assert device_peak_tflops(torch.device("cpu")) is None
