@@ -321,8 +321,7 @@ class Method(MethodBase):
             loss = self.distance(self.student(lr), target, self.cfg.criterion)
             return loss, {"kd": loss.detach()}
         scale = self.scale_of(lr)
-        with torch.no_grad():
-            target = run_sr(self.teacher, lr, scale)  # type: ignore[arg-type]
+        target = self.teacher_sr(lr, scale=scale)
         loss = self.distance(run_sr(self.student, lr, scale), target, self.cfg.criterion)
         return loss, {"kd": loss.detach()}
 

@@ -117,7 +117,7 @@ class Method(MethodBase):
         cfg = self.cfg
         assert self.teacher is not None, "FAKD needs a teacher"  # the engine refuses to build it without one
         with FeatureTaps(self.teacher, self.teacher_taps) as t_taps:
-            sr_t = self.teacher_sr(batch.lr)
+            sr_t = self.teacher_sr(batch.lr, whole_batch=True)  # the taps keep one forward's features
         with FeatureTaps(self.student, self.student_taps) as s_taps:
             sr_s = self.student_sr(batch.lr)
         logs: dict[str, torch.Tensor] = {}
