@@ -134,3 +134,11 @@ def test_the_build_is_cached_per_cpu(lib, fresh_build, monkeypatch):
     monkeypatch.setattr(native, "_cpu_signature", lambda: "another CPU with other flags")
     other = native._build(native.os.environ.get("CXX") or "c++")
     assert other != first and other.exists()  # -march=native code is never loaded on a CPU it was not built for
+
+
+def test_a_failed_allocation_in_the_kernel_is_a_status_not_a_crash(lib):
+    # A row wider than any memory: the scratch buffer cannot be allocated. No work (0 planes), so nothing is read.
+    assert lib.srkd_resize_cols(None, None, 0, 16, 1 << 44, 1, None, None, 1, 2) == 1
+    assert lib.srkd_resize_rows_cols(None, None, 0, 16, 1 << 44, 16, 1, None, None, 1, None, None, 1, 2) == 1
+    x = torch.rand(1, 1, 8, 8)
+    assert lib.srkd_resize_cols(x.data_ptr(), x.data_ptr(), 0, 8, 8, 8, None, None, 0, 2) == 0

@@ -163,6 +163,11 @@ def _threads(outputs: int) -> int:
     return max(1, min(torch.get_num_threads(), outputs // NATIVE_MIN_PER_THREAD))
 
 
+def _check(status: int) -> None:
+    if status != 0:
+        raise MemoryError("imresize: out of memory for the C++ kernel's scratch buffers")
+
+
 def _native_axis(x: torch.Tensor, dim: int, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
     """``_resize_axis`` in the C++ kernels: ``x`` is a contiguous float32 (B, H, W) CPU tensor."""
     lib = native.library()
@@ -176,8 +181,8 @@ def _native_axis(x: torch.Tensor, dim: int, out_len: int, scale: float, antialia
     shape[dim] = out_len
     out = x.new_empty(shape)
     kernel = lib.srkd_resize_rows if dim == 1 else lib.srkd_resize_cols
-    kernel(x.data_ptr(), out.data_ptr(), planes, rows, cols, out_len, idx.data_ptr(), weights.data_ptr(),
-           idx.shape[1], _threads(out.numel()))
+    _check(kernel(x.data_ptr(), out.data_ptr(), planes, rows, cols, out_len, idx.data_ptr(), weights.data_ptr(),
+                  idx.shape[1], _threads(out.numel())))
     return out
 
 
@@ -190,9 +195,9 @@ def _native_rows_cols(x: torch.Tensor, out_h: int, out_w: int, scale_h: float, s
     row_idx, row_w = _tap_table(in_h, out_h, float(scale_h), antialias)
     col_idx, col_w = _tap_table(in_w, out_w, float(scale_w), antialias)
     out = x.new_empty(planes, out_h, out_w)
-    lib.srkd_resize_rows_cols(x.data_ptr(), out.data_ptr(), planes, in_h, in_w, out_h, out_w,
-                              row_idx.data_ptr(), row_w.data_ptr(), row_idx.shape[1],
-                              col_idx.data_ptr(), col_w.data_ptr(), col_idx.shape[1], _threads(planes * out_h * in_w))
+    _check(lib.srkd_resize_rows_cols(x.data_ptr(), out.data_ptr(), planes, in_h, in_w, out_h, out_w,
+                                     row_idx.data_ptr(), row_w.data_ptr(), row_idx.shape[1], col_idx.data_ptr(),
+                                     col_w.data_ptr(), col_idx.shape[1], _threads(planes * out_h * in_w)))
     return out
 
 

@@ -11,6 +11,7 @@
 // ctypes with the GIL released; `threads` workers each take a contiguous share of the output.
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -34,19 +35,31 @@ struct Scratch {
   float* get() const { return data.get(); }
 };
 
+// Runs body over [0, n), split among `threads` workers. Returns 0, or 1 if a share failed (out of memory): no
+// exception may cross the C boundary, where it would abort the Python process instead of raising MemoryError.
 template <class Body>
-void parallel_for(int64_t n, int threads, Body body) {
+int parallel_for(int64_t n, int threads, Body body) {
+  std::atomic<bool> failed{false};
+  auto run = [&](int64_t begin, int64_t end) {
+    try {
+      body(begin, end);
+    } catch (...) {
+      failed = true;
+    }
+  };
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, n));
-  if (workers == 1) {
-    body(0, n);
-    return;
-  }
   std::vector<std::thread> pool;
   for (int64_t t = 1; t < workers; ++t) {
-    pool.emplace_back([=] { body(n * t / workers, n * (t + 1) / workers); });
+    const int64_t begin = n * t / workers, end = n * (t + 1) / workers;
+    try {
+      pool.emplace_back(run, begin, end);
+    } catch (...) {  // no thread to be had: do that share here
+      run(begin, end);
+    }
   }
-  body(0, n / workers);
+  run(0, n / workers);
   for (auto& worker : pool) worker.join();
+  return failed ? 1 : 0;
 }
 
 // One output row of the row pass: dst = sum_k w[k] * src[ix[k], :]. Four taps per sweep keep the output row's loads
@@ -105,9 +118,9 @@ inline void tile_cols(const float* src, float* dst, int64_t n, int64_t in_cols, 
 
 // Resize along the rows: out[p, i, :] = sum_k wt[i, k] * in[p, idx[i, k], :]. Each output row is a weighted sum
 // of whole input rows, so the inner loop is a contiguous multiply-add the compiler vectorises.
-extern "C" void srkd_resize_rows(const float* in, float* out, int64_t planes, int64_t in_rows, int64_t cols,
+extern "C" int srkd_resize_rows(const float* in, float* out, int64_t planes, int64_t in_rows, int64_t cols,
                                  int64_t out_rows, const int32_t* idx, const float* wt, int64_t taps, int threads) {
-  parallel_for(planes * out_rows, threads, [=](int64_t begin, int64_t end) {
+  return parallel_for(planes * out_rows, threads, [=](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t i = item % out_rows;
       row_sum(in + (item / out_rows) * in_rows * cols, out + item * cols, cols, idx + i * taps, wt + i * taps, taps);
@@ -116,10 +129,10 @@ extern "C" void srkd_resize_rows(const float* in, float* out, int64_t planes, in
 }
 
 // Resize along the columns: out[p, r, j] = sum_k wt[j, k] * in[p, r, idx[j, k]], kTile rows at a time.
-extern "C" void srkd_resize_cols(const float* in, float* out, int64_t planes, int64_t rows, int64_t in_cols,
+extern "C" int srkd_resize_cols(const float* in, float* out, int64_t planes, int64_t rows, int64_t in_cols,
                                  int64_t out_cols, const int32_t* idx, const float* wt, int64_t taps, int threads) {
   const int64_t tiles = (rows + kTile - 1) / kTile;
-  parallel_for(planes * tiles, threads, [=](int64_t begin, int64_t end) {
+  return parallel_for(planes * tiles, threads, [=](int64_t begin, int64_t end) {
     Scratch col(in_cols * kTile), res(out_cols * kTile);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t p = item / tiles, r0 = (item % tiles) * kTile;
@@ -132,12 +145,12 @@ extern "C" void srkd_resize_cols(const float* in, float* out, int64_t planes, in
 // Both passes, rows first, kTile output rows at a time: the row pass's kTile rows stay in this thread's cache and go
 // straight into the column pass, instead of a whole intermediate image being written to memory and read back
 // (the input of a x1/4 shrink is several times the cache; its intermediate is a quarter of it).
-extern "C" void srkd_resize_rows_cols(const float* in, float* out, int64_t planes, int64_t in_rows, int64_t in_cols,
+extern "C" int srkd_resize_rows_cols(const float* in, float* out, int64_t planes, int64_t in_rows, int64_t in_cols,
                                       int64_t out_rows, int64_t out_cols, const int32_t* row_idx,
                                       const float* row_wt, int64_t row_taps, const int32_t* col_idx,
                                       const float* col_wt, int64_t col_taps, int threads) {
   const int64_t tiles = (out_rows + kTile - 1) / kTile;
-  parallel_for(planes * tiles, threads, [=](int64_t begin, int64_t end) {
+  return parallel_for(planes * tiles, threads, [=](int64_t begin, int64_t end) {
     Scratch mid(kTile * in_cols), col(in_cols * kTile), res(out_cols * kTile);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t p = item / tiles, r0 = (item % tiles) * kTile, n = std::min(kTile, out_rows - r0);

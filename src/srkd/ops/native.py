@@ -100,7 +100,7 @@ def library() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(path))
         for name, argtypes in _ARGTYPES.items():
             getattr(lib, name).argtypes = argtypes
-            getattr(lib, name).restype = None
+            getattr(lib, name).restype = ctypes.c_int  # 0, or 1 when a scratch buffer could not be allocated
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         _status = f"unavailable: {exc}"
         log.warning("srkd: native imresize %s; using the torch path (same results, slower)", _status)
