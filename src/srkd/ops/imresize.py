@@ -15,7 +15,7 @@ images share the batch dimension, so a whole batch costs two passes.
 
 On the CPU, float32 work without autograd runs the same two passes in srkd's C++ kernels when they can be built
 (``srkd.ops.native``; ``SRKD_NATIVE=0`` turns them off): they read only the band's taps instead of multiplying
-its zeros, about 3x faster. Their results match the torch path to float32 rounding (tests hold both to MATLAB).
+its zeros, 2-3x faster. Their results match the torch path to float32 rounding (tests hold both to MATLAB).
 """
 
 from __future__ import annotations

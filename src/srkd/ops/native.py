@@ -1,8 +1,8 @@
 """Build, cache and load srkd's optional C++ kernels (today: the CPU ``imresize`` passes).
 
 Why not a compiled wheel or a torch C++ extension: srkd installs as pure Python, and ``torch.utils.cpp_extension``
-needs ninja and compiles torch's headers (about a minute). ``imresize_native.cpp`` has no dependency at all, so
-the system C++ compiler builds it in about a second, the first time it is needed, for *this* CPU
+needs ninja and compiles against torch's headers. ``imresize_native.cpp`` includes only the C++ standard library,
+so the system C++ compiler builds it in about a second, the first time it is needed, for *this* CPU
 (``-O3 -march=native``). The library is cached under ``$XDG_CACHE_HOME/srkd/native`` (default ``~/.cache``),
 named by a hash of the source, the compiler, the flags and the CPU, so a changed file, compiler or machine (a home
 directory shared between hosts) gets its own build. It is written to a temporary name and renamed into place, so
