@@ -128,11 +128,11 @@ def test_srkd_native_0_turns_it_off(fresh_build, monkeypatch):
 
 
 def test_the_build_is_cached_per_cpu(lib, fresh_build, monkeypatch):
-    first = native._build(native.os.environ.get("CXX") or "c++")
+    first = native._build(native.compiler())
     stamp = first.stat().st_mtime_ns
-    assert native._build(native.os.environ.get("CXX") or "c++") == first and first.stat().st_mtime_ns == stamp
+    assert native._build(native.compiler()) == first and first.stat().st_mtime_ns == stamp
     monkeypatch.setattr(native, "_cpu_signature", lambda: "another CPU with other flags")
-    other = native._build(native.os.environ.get("CXX") or "c++")
+    other = native._build(native.compiler())
     assert other != first and other.exists()  # -march=native code is never loaded on a CPU it was not built for
 
 

@@ -111,10 +111,15 @@ def _tile(in_len: int, out_len: int, device: torch.device) -> int:
     return TILE_OUTPUT_ROWS
 
 
+def _unchanged(in_len: int, out_len: int, scale: float) -> bool:
+    """Whether resizing an axis is the identity: the cubic is 1 at 0 and 0 at other integers."""
+    return out_len == in_len and scale == 1
+
+
 def _resize_axis(x: torch.Tensor, dim: int, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
     """Resize ``x`` (B, H, W) along ``dim`` (1 = H: matrix on the left, 2 = W: matrix on the right)."""
     in_len = x.shape[dim]
-    if out_len == in_len and scale == 1:  # the cubic is 1 at 0 and 0 at other integers: an exact identity
+    if _unchanged(in_len, out_len, scale):
         return x.clone()  # never alias the caller's tensor
     tile = _tile(in_len, out_len, x.device)
     blocks = _blocks(in_len, out_len, float(scale), antialias, tile, str(x.device), x.dtype)
@@ -174,7 +179,7 @@ def _native_axis(x: torch.Tensor, dim: int, out_len: int, scale: float, antialia
     assert lib is not None
     planes, rows, cols = x.shape
     in_len = x.shape[dim]
-    if out_len == in_len and scale == 1:
+    if _unchanged(in_len, out_len, scale):
         return x.clone()
     idx, weights = _tap_table(in_len, out_len, float(scale), antialias)
     shape = [planes, rows, cols]
@@ -247,13 +252,13 @@ def imresize(
     resize_axis = _resize_axis
     if _use_native(flat):
         resize_axis, flat = _native_axis, flat.contiguous()
-    changes_h, changes_w = not (out_h == in_h and scale_h == 1), not (out_w == in_w and scale_w == 1)
 
     with torch.autocast(device_type=x.device.type, enabled=False):
         # Shrink first (less data for the second pass), and let the H pass, which reads and writes whole rows,
         # touch the larger image: first when shrinking, last when enlarging. Measured ~2x faster than the reverse.
         if scale_h < scale_w or (scale_h == scale_w and scale_h <= 1):
-            if resize_axis is _native_axis and changes_h and changes_w:
+            if (resize_axis is _native_axis and not _unchanged(in_h, out_h, scale_h)
+                    and not _unchanged(in_w, out_w, scale_w)):
                 out = _native_rows_cols(flat, out_h, out_w, scale_h, scale_w, antialias)
             else:
                 out = resize_axis(resize_axis(flat, 1, out_h, scale_h, antialias), 2, out_w, scale_w, antialias)

@@ -3,7 +3,7 @@
 //
 // Why C++: an axis of a resize is a sparse banded map (16 taps per output pixel for x1/4, 4 for x4). torch can
 // only run it as dense matrix products over blocks of the band (most of the FLOPs multiply zeros) or as many
-// small calls; these two loops read each tap once, in registers, and run about 3x faster on a 2-core CPU.
+// small calls; these loops read each tap once, in registers, and run 2-3x faster on a 2-core CPU.
 //
 // Both functions take float32 planes laid out (planes, rows, cols), contiguous, and a tap table: for output
 // position i, `taps` input indices idx[i * taps + k] (already folded onto the image by MATLAB's symmetric padding,

@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["library", "status", "cache_dir"]
+__all__ = ["library", "status", "cache_dir", "compiler"]
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,13 @@ def _cpu_signature() -> str:
     return platform.machine() + "\n".join(dict.fromkeys(keep))  # one copy per distinct line, not one per core
 
 
-def _build(compiler: str) -> Path:
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+def compiler() -> str:
+    """The C++ compiler srkd builds with: ``$CXX``, else ``c++``."""
+    return os.environ.get("CXX") or "c++"
+
+
+def _build(cxx: str) -> Path:
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
     key = hashlib.sha256("\0".join([SOURCE.read_text(), version, " ".join(FLAGS), _cpu_signature()]).encode())
     target = cache_dir() / f"libsrkd_imresize-{key.hexdigest()[:16]}.so"
     if target.exists():
@@ -72,10 +77,10 @@ def _build(compiler: str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True,
+        done = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True,
                               timeout=300)
         if done.returncode != 0:
-            raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[-500:]}")
+            raise RuntimeError(f"{cxx} failed: {done.stderr.strip()[-500:]}")
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -90,13 +95,13 @@ def library() -> ctypes.CDLL | None:
     if os.environ.get("SRKD_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         _status = "off (SRKD_NATIVE=0)"
         return None
-    compiler = os.environ.get("CXX") or "c++"
-    if shutil.which(compiler) is None:
-        _status = f"unavailable: no C++ compiler ({compiler!r} not found; set CXX or install g++)"
+    cxx = compiler()
+    if shutil.which(cxx) is None:
+        _status = f"unavailable: no C++ compiler ({cxx!r} not found; set CXX or install g++)"
         log.info("srkd: native imresize %s; using the torch path", _status)
         return None
     try:
-        path = _build(compiler)
+        path = _build(cxx)
         lib = ctypes.CDLL(str(path))
         for name, argtypes in _ARGTYPES.items():
             getattr(lib, name).argtypes = argtypes
@@ -105,5 +110,5 @@ def library() -> ctypes.CDLL | None:
         _status = f"unavailable: {exc}"
         log.warning("srkd: native imresize %s; using the torch path (same results, slower)", _status)
         return None
-    _status = f"native C++ ({compiler} {' '.join(FLAGS[:2])}, {path})"
+    _status = f"native C++ ({cxx} {' '.join(FLAGS[:2])}, {path})"
     return lib
