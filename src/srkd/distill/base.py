@@ -39,7 +39,7 @@ from srkd.models.taps import unwrap_model
 # upsampling), which every layer then streams from and to DRAM; in chunks they stay mostly in cache. Measured
 # (2-core AVX512-BF16 EPYC, EDSR 64f/32b x4, 32 samples, no grad): bf16 autocast at LR 48 884 ms whole, 631 ms in
 # chunks of 4, 667 of 2; at LR 96 5.9 s whole, 2.7 s one by one; at LR 24 flat (182 vs 177 ms); fp32 with
-# AVX2 kernels at LR 48 2.63 s whole, 2.04 s in chunks of 2. This budget picks those chunk sizes.
+# AVX2 kernels forced (ONEDNN_MAX_CPU_ISA=AVX2) at LR 48 2.63 s whole, 2.04 s in chunks of 2. This budget picks those chunk sizes.
 TEACHER_CHUNK_BYTES = 2 * 48 * 48 * 4
 
 
