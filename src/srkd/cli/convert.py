@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 
-from srkd.checkpoint.convert import FORMATS
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", metavar="SRC", help="official checkpoint (.pth, .pt, .mat, .safetensors)")
     parser.add_argument("dst", metavar="DST", help="srkd checkpoint to write (.safetensors), or a folder")
-    parser.add_argument("--format", default="auto", choices=FORMATS, help="layout of SRC (default: recognised)")
-    parser.add_argument("--arch", default=None, help="architecture (vdsr, edsr, rcan, swinir) when ambiguous")
+    parser.add_argument(
+        "--format", default="auto", help="layout of SRC (default: recognised from its keys; a wrong name lists the known ones)"
+    )
+    parser.add_argument("--arch", default=None, help="architecture (srkd registry name) when ambiguous")
     parser.add_argument("--scale", type=int, default=None, help="scale of the weights (checked against the upsampler)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

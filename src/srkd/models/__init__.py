@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from srkd.errors import SrkdError
+from srkd.models.layout import Layout
 
 # name -> "module:Class". Adding an architecture = one file + one line here.
 ARCHITECTURES: dict[str, str] = {
@@ -73,6 +74,15 @@ def get_class(arch: str) -> type[nn.Module]:
     return getattr(importlib.import_module(module_name), cls_name)
 
 
+def all_layouts() -> list[Layout]:
+    """Every published checkpoint layout srkd can convert: each architecture module's ``LAYOUTS``, in registry
+    order (detection tries them in this order; their markers are disjoint, which the tests check)."""
+    found: list[Layout] = []
+    for target in ARCHITECTURES.values():
+        found.extend(getattr(importlib.import_module(target.split(":")[0]), "LAYOUTS", ()))
+    return found
+
+
 def build_model(arch: str, **kwargs: Any) -> nn.Module:
     """Instantiate ``arch`` with keyword arguments; a bad keyword is a user error with the accepted ones listed."""
     cls = get_class(arch)
@@ -87,7 +97,7 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
     return model
 
 
-__all__ = ["ARCHITECTURES", "ModelSpec", "build_model", "get_class", "model_scale", "model_spec", "to_channels_last"]
+__all__ = ["ARCHITECTURES", "ModelSpec", "all_layouts", "build_model", "get_class", "model_scale", "model_spec", "to_channels_last"]
 
 
 def run_sr(model: nn.Module, lr: torch.Tensor, scale: int | None = None) -> torch.Tensor:

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from srkd.errors import SrkdError
+from srkd.models.layout import Layout, Rule, count_keys, mean_from_shift, upsampler_scale
 from srkd.models.taps import standard_taps
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -148,3 +150,58 @@ class EDSR(nn.Module):
 
     def feature_taps(self) -> dict[str, str]:
         return standard_taps(self.body, body_out="conv_after_body")
+
+
+def _res_scale(n_feats: int, notes: list[str]) -> float:
+    # Not stored in the weights. The EDSR paper uses 0.1 for its 256-feature model and 1 for the baseline.
+    res_scale = 0.1 if n_feats >= 256 else 1.0
+    notes.append(f"res_scale={res_scale} assumed (not stored in the weights; override with --set res_scale=...)")
+    return res_scale
+
+
+def _infer(state: dict[str, torch.Tensor], head: str, up: str, block: str) -> tuple[dict[str, Any], list[str]]:
+    notes: list[str] = []
+    first = state[f"{head}.weight"]
+    n_feats = int(first.shape[0])
+    kwargs: dict[str, Any] = {
+        "scale": upsampler_scale(state, up, n_feats),
+        "n_feats": n_feats,
+        "n_resblocks": count_keys(state, block),
+        "res_scale": _res_scale(n_feats, notes),
+        "in_channels": int(first.shape[1]),
+    }
+    mean = mean_from_shift(state)
+    if mean is not None:
+        kwargs["rgb_mean"] = mean
+    return kwargs, notes
+
+
+# Shared with RCAN, whose official and BasicSR releases name their ends the same way.
+DROP_MEANS: tuple[Rule, ...] = ((r"(sub|add)_mean\.(weight|bias)", None),)
+BASICSR_ENDS: tuple[Rule, ...] = (
+    (r"conv_first\.(.*)", r"head.\1"),
+    (r"upsample\.(.*)", r"tail.upsample.\1"),
+    (r"conv_last\.(.*)", r"tail.conv_last.\1"),
+)
+OFFICIAL_ENDS: tuple[Rule, ...] = (
+    (r"head\.0\.(.*)", r"head.\1"),
+    (r"tail\.0\.(.*)", r"tail.upsample.\1"),
+    (r"tail\.1\.(.*)", r"tail.conv_last.\1"),
+    *DROP_MEANS,
+)
+
+LAYOUTS = (
+    Layout(
+        "edsr", "edsr", r"body\.0\.body\.0\.weight",
+        lambda s: _infer(s, "head.0", "tail.0.", r"body\.\d+\.body\.0\.weight"),
+        (*OFFICIAL_ENDS,
+         (r"body\.(\d+)\.body\.0\.(.*)", r"body.\1.conv1.\2"),
+         (r"body\.(\d+)\.body\.2\.(.*)", r"body.\1.conv2.\2"),
+         (r"body\.\d+\.(weight|bias)", r"conv_after_body.\1")),
+    ),
+    Layout(
+        "basicsr", "edsr", r"body\.0\.conv1\.weight",
+        lambda s: _infer(s, "conv_first", "upsample.", r"body\.\d+\.conv1\.weight"),
+        BASICSR_ENDS,
+    ),
+)

@@ -15,12 +15,22 @@ head/tail renames given for EDSR-PyTorch in :mod:`srkd.models.edsr_arch`. Naming
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from srkd.errors import SrkdError
-from srkd.models.edsr_arch import DIV2K_RGB_MEAN, MeanShift, fp32_stream, make_tail, zero_conv_
+from srkd.models.edsr_arch import (
+    BASICSR_ENDS,
+    DIV2K_RGB_MEAN,
+    OFFICIAL_ENDS,
+    MeanShift,
+    fp32_stream,
+    make_tail,
+    zero_conv_,
+)
+from srkd.models.layout import Layout, count_keys, mean_from_shift, upsampler_scale
 from srkd.models.taps import standard_taps
 
 
@@ -110,3 +120,45 @@ class RCAN(nn.Module):
 
     def feature_taps(self) -> dict[str, str]:
         return standard_taps(self.body, body_out="conv_after_body")
+
+
+def _infer(state: dict[str, torch.Tensor], head: str, up: str, official: bool) -> tuple[dict[str, Any], list[str]]:
+    first = state[f"{head}.weight"]
+    n_feats = int(first.shape[0])
+    if official:
+        groups, blocks = r"body\.\d+\.body\.0\.body\.0\.weight", r"body\.0\.body\.\d+\.body\.0\.weight"
+        squeeze = state["body.0.body.0.body.3.conv_du.0.weight"]
+    else:
+        groups, blocks = r"body\.\d+\.residual_group\.0\.rcab\.0\.weight", r"body\.0\.residual_group\.\d+\.rcab\.0\.weight"
+        squeeze = state["body.0.residual_group.0.rcab.3.attention.1.weight"]
+    kwargs: dict[str, Any] = {
+        "scale": upsampler_scale(state, up, n_feats),
+        "n_feats": n_feats,
+        "n_resgroups": count_keys(state, groups),
+        "n_resblocks": count_keys(state, blocks),
+        "reduction": n_feats // int(squeeze.shape[0]),
+        "in_channels": int(first.shape[1]),
+    }
+    mean = mean_from_shift(state)
+    if mean is not None:
+        kwargs["rgb_mean"] = mean
+    return kwargs, []
+
+
+LAYOUTS = (
+    Layout(
+        "rcan", "rcan", r"body\.0\.body\.0\.body\.3\.conv_du\.0\.weight",
+        lambda s: _infer(s, "head.0", "tail.0.", official=True),
+        (*OFFICIAL_ENDS,
+         (r"body\.(\d+)\.body\.(\d+)\.body\.([02])\.(.*)", r"body.\1.residual_group.\2.rcab.\3.\4"),
+         (r"body\.(\d+)\.body\.(\d+)\.body\.3\.conv_du\.0\.(.*)", r"body.\1.residual_group.\2.rcab.3.attention.1.\3"),
+         (r"body\.(\d+)\.body\.(\d+)\.body\.3\.conv_du\.2\.(.*)", r"body.\1.residual_group.\2.rcab.3.attention.3.\3"),
+         (r"body\.(\d+)\.body\.\d+\.(weight|bias)", r"body.\1.conv.\2"),
+         (r"body\.\d+\.(weight|bias)", r"conv_after_body.\1")),
+    ),
+    Layout(
+        "basicsr", "rcan", r"body\.0\.residual_group\.0\.rcab\.0\.weight",
+        lambda s: _infer(s, "conv_first", "upsample.", official=False),
+        BASICSR_ENDS,
+    ),
+)

@@ -27,14 +27,17 @@ computation, with the patch (un)embedding moved inside each block.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srkd.errors import SrkdError
+from srkd.errors import CheckpointError, SrkdError
 from srkd.models.edsr_arch import DIV2K_RGB_MEAN, MeanShift, fp32_stream, make_tail, zero_conv_
+from srkd.models.layout import Layout, Rule, count_keys, upsampler_scale
 from srkd.models.taps import standard_taps
 
 
@@ -317,3 +320,50 @@ class SwinIR(nn.Module):
 
     def feature_taps(self) -> dict[str, str]:
         return standard_taps(self.body, body_out="conv_after_body")
+
+
+def _infer(state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], list[str]]:
+    if "conv_up1.weight" in state:
+        raise CheckpointError("it is a real-world SwinIR (nearest+conv upsampler), which srkd does not implement")
+    first = state["conv_first.weight"]
+    embed_dim, in_channels = int(first.shape[0]), int(first.shape[1])
+    n_stages = count_keys(state, r"layers\.\d+\.residual_group\.blocks\.0\.attn\.qkv\.weight")
+    depths = [count_keys(state, rf"layers\.{i}\.residual_group\.blocks\.\d+\.attn\.qkv\.weight") for i in range(n_stages)]
+    tables = [state[f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table"] for i in range(n_stages)]
+    window_size = (math.isqrt(int(tables[0].shape[0])) + 1) // 2
+    hidden = state["layers.0.residual_group.blocks.0.mlp.fc1.weight"].shape[0]
+    kwargs: dict[str, Any] = {
+        "in_channels": in_channels,
+        "embed_dim": embed_dim,
+        "depths": depths,
+        "num_heads": [int(t.shape[1]) for t in tables],
+        "window_size": window_size,
+        "mlp_ratio": hidden / embed_dim,
+        "resi_connection": "3conv" if "layers.0.conv.0.weight" in state else "1conv",
+    }
+    if "conv_before_upsample.0.weight" in state:
+        kwargs["upsampler"] = "pixelshuffle"
+        kwargs["scale"] = upsampler_scale(state, "upsample.", int(state["conv_before_upsample.0.weight"].shape[0]))
+    else:
+        kwargs["upsampler"] = "pixelshuffledirect"
+        kwargs["scale"] = math.isqrt(int(state["upsample.0.weight"].shape[0]) // in_channels)
+    masks = [v for k, v in state.items() if k.endswith("attn_mask")]
+    if masks:  # (windows, N, N) for the training patch size; informative only, the model works at any size
+        kwargs["img_size"] = window_size * math.isqrt(int(masks[0].shape[0]))
+    return kwargs, []
+
+
+_RULES: tuple[Rule, ...] = (
+    (r".*\.attn\.relative_position_index", None),  # derived from the window size; srkd recomputes it
+    (r".*\.attn_mask", None),  # depends on the training patch size; srkd builds masks per input size
+    (r"conv_first\.(.*)", r"head.\1"),
+    (r"layers\.(\d+)\.(.*)", r"body.\1.\2"),
+    (r"conv_before_upsample\.(.*)", r"tail.conv_before_upsample.\1"),
+    (r"upsample\.(.*)", r"tail.upsample.\1"),
+    (r"conv_last\.(.*)", r"tail.conv_last.\1"),
+)
+_MARKER = r"layers\.0\.residual_group\.blocks\.0\.attn\.qkv\.weight"
+LAYOUTS = (
+    Layout("swinir", "swinir", _MARKER, _infer, _RULES),
+    Layout("basicsr", "swinir", _MARKER, _infer, _RULES),  # BasicSR kept the official keys
+)

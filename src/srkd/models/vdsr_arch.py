@@ -15,11 +15,13 @@ The MatConvNet release has biases: build it with ``bias=True``. The data-free pa
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from srkd.errors import SrkdError
+from srkd.models.layout import Layout, count_keys
 from srkd.models.taps import standard_taps
 
 
@@ -74,3 +76,26 @@ class VDSR(nn.Module):
 
     def feature_taps(self) -> dict[str, str]:
         return standard_taps(self.body, body_out="body")
+
+
+def _infer(state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], list[str]]:
+    first = state["input.weight"]
+    kwargs = {
+        "scale": 2,
+        "n_feats": int(first.shape[0]),
+        "n_layers": 2 + count_keys(state, r"residual_layer\.\d+\.conv\.weight"),
+        "in_channels": int(first.shape[1]),
+        "bias": "input.bias" in state,
+    }
+    return kwargs, []
+
+
+# pytorch-vdsr keys; the MatConvNet release is read into the same names (srkd.checkpoint.convert).
+LAYOUTS = (
+    Layout(
+        "pytorch-vdsr", "vdsr", r"residual_layer\.0\.conv\.weight", _infer,
+        ((r"input\.(.*)", r"head.conv.\1"), (r"residual_layer\.(\d+)\.conv\.(.*)", r"body.\1.conv.\2"),
+         (r"output\.(.*)", r"tail.\1")),
+        multi_scale=True,
+    ),
+)
