@@ -16,7 +16,8 @@ from srkd.data.images import write_image
 from srkd.engine import state as ckpt
 from srkd.models import build_model
 from srkd.report.runs import RESULTS_FILE, read_results
-from srkd.reproduce import TABLES, _fmt, execute, plan
+from srkd.reproduce import TABLES, execute, plan
+from srkd.reproduce.tables import format_recipe as _fmt
 
 EXPECTED = {"dfsr-table1", "dfsr-table2", "dfsr-fig4", "dfsr-table4", "dukd-table2", "dukd-table3", "dukd-table4",
             "dukd-fig4"}
@@ -161,7 +162,7 @@ def test_a_run_of_the_recipe_before_precision_auto_is_still_its_run(tmp_path: Pa
     as "another config"; any other difference still is."""
     from srkd.config_base import load_config
     from srkd.engine.config import TrainConfig
-    from srkd.reproduce import _same_config
+    from srkd.reproduce.planner import _same_config
 
     cfg = load_config(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / "edsr-x4-dukd-quick.yaml")
     assert cfg.train.precision == "auto"
@@ -178,7 +179,7 @@ def test_a_run_from_before_a_setting_existed_is_still_its_recipes_run(tmp_path: 
     its config.yaml lacks the key, which is not "another config"; a key whose value changed still is."""
     from srkd.config_base import load_config
     from srkd.engine.config import TrainConfig
-    from srkd.reproduce import _same_config
+    from srkd.reproduce.planner import _same_config
 
     cfg = load_config(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / "datafree-edsr-quick.yaml")
     old = cfg.model_dump(mode="json")

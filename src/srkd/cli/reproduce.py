@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from srkd.reproduce import TABLES
+from srkd.reproduce import TABLES, execute, plan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from srkd.cli.report import parse_scales, parse_sets
-    from srkd.reproduce import execute, plan
 
     p = plan(
         args.table,
