@@ -91,7 +91,7 @@ def test_segment_paths_errors() -> None:
     model = build_model("edsr", n_feats=4, n_resblocks=2, scale=2)
     with pytest.raises(SrkdError, match="cannot split a body of 2 blocks into 3 segments"):
         segment_paths(model, 3)
-    with pytest.raises(SrkdError, match="no 'body'"):
+    with pytest.raises(SrkdError, match="has no feature_taps"):
         segment_paths(build_model("generator"), 2)
 
 

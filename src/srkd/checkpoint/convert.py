@@ -195,11 +195,13 @@ def convert(
     overrides: dict[str, Any] | None = None,
     key: str | None = None,
     dtype: torch.dtype | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Convert the official checkpoint ``src`` to an srkd model (and write it to ``dst`` when given).
 
     Returns the loaded model and a summary: ``layout``, ``arch``, ``kwargs``, ``scales``, ``notes`` (assumptions
-    made because the weights do not record them, e.g. EDSR's ``res_scale``). Every problem is a one-line
+    made because the weights do not record them, e.g. EDSR's ``res_scale``). ``meta`` adds entries to the
+    written file's metadata (the zoo records its name, source and licence). Every problem is a one-line
     :class:`CheckpointError` naming ``src``.
     """
     src = require_file(src)
@@ -247,10 +249,10 @@ def convert(
         dst = Path(dst) / f"{src.stem}.safetensors" if as_folder else Path(dst)
         if dst.resolve() == src.resolve():
             raise CheckpointError(f"{dst}: the output would overwrite the input")
-        meta: dict[str, Any] = {"converted_from": src.name, "source_format": layout_name, "source_sha256": _sha256(src)}
+        record: dict[str, Any] = {"converted_from": src.name, "source_format": layout_name, "source_sha256": _sha256(src)}
         if notes:
-            meta["conversion_notes"] = notes
-        save_model(dst, model, scales=scales, meta=meta, dtype=dtype)
+            record["conversion_notes"] = notes
+        save_model(dst, model, scales=scales, meta={**record, **(meta or {})}, dtype=dtype)
         info["path"] = str(dst)
     return model, info
 

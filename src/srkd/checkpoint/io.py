@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from srkd.checkpoint import zoo
 from srkd.errors import CheckpointError, SrkdError
 
 FORMAT = "srkd-model"
@@ -207,7 +208,7 @@ def load_model(
 
     from srkd.models import ModelSpec, build_model, model_scale, model_spec
 
-    path = require_file(path)
+    path = require_file(zoo.resolve(path))  # `zoo:NAME` is a downloaded zoo teacher (srkd teachers download)
     meta = read_metadata(path)
     if arch is not None and arch.lower() != meta["arch"]:
         raise CheckpointError(f"{path}: a {meta['arch']} model, but {arch.lower()} was expected")

@@ -64,7 +64,7 @@ def load_any(spec: str, scale: int | None) -> tuple[Any, dict[str, Any]]:
     from srkd.models import ARCHITECTURES, build_model
 
     is_arch = spec.split(":", 1)[0].strip().lower() in ARCHITECTURES
-    if Path(spec).exists() or (_looks_like_path(spec) and not is_arch):
+    if Path(spec).exists() or spec.startswith("zoo:") or (_looks_like_path(spec) and not is_arch):
         model, meta = load_model(spec, scale=scale)
         return model, {"checkpoint": str(spec), "arch": meta["arch"], "kwargs": meta["kwargs"]}
     if not is_arch:

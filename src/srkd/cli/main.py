@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "metrics": ("metrics", "PSNR/SSIM between SR and HR images, paired by file name"),
     "resize": ("resize", "MATLAB-compatible bicubic resize of an image"),
     "info": ("info", "parameters, FLOPs and latency of a model or checkpoint"),
+    "teachers": ("teachers", "published teachers to distil from: list, download (sha256-checked) and convert"),
     "convert": ("convert", "convert an official checkpoint (pytorch-vdsr, MatConvNet, EDSR, BasicSR...) to srkd"),
     "export": ("export", "export a checkpoint to ONNX or TorchScript"),
     "data": ("data", "list, download and verify datasets"),

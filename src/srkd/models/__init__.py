@@ -24,12 +24,19 @@ import torch.nn as nn
 from srkd.errors import SrkdError
 from srkd.models.layout import Layout
 
-# name -> "module:Class". Adding an architecture = one file + one line here.
+# name -> "module:Class". Adding an architecture = one file (network + its checkpoint LAYOUTS) + one line here.
 ARCHITECTURES: dict[str, str] = {
     "vdsr": "srkd.models.vdsr_arch:VDSR",
     "edsr": "srkd.models.edsr_arch:EDSR",
     "rcan": "srkd.models.rcan_arch:RCAN",
     "swinir": "srkd.models.swinir_arch:SwinIR",
+    # Published efficient-SR networks, with their authors' key names (teachers from `srkd teachers`, or students)
+    "bsrn": "srkd.models.bsrn_arch:BSRN",
+    "smfanet": "srkd.models.smfanet_arch:SMFANet",
+    "imdn": "srkd.models.imdn_arch:IMDN",
+    "rfdn": "srkd.models.rfdn_arch:RFDN",
+    "carn_m": "srkd.models.carn_arch:CARNM",
+    "pan": "srkd.models.pan_arch:PAN",
     "generator": "srkd.models.generator_arch:Generator",
 }
 

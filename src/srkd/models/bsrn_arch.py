@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from srkd.errors import SrkdError
 from srkd.models.edsr_arch import fp32_stream, zero_conv_
+from srkd.models.layout import published_layout
 
 LAYOUT_MARKER = r"fea_conv\.pw\.weight"  # blueprint-separable first conv: RFDN/IMDN have a plain fea_conv.weight
 MULTI_SCALE = False
@@ -252,3 +253,7 @@ def infer_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     if in_channels * scale * scale != up.shape[0]:
         raise ValueError(f"bsrn: upsampler has {up.shape[0]} outputs, not {in_channels} x scale^2")
     return {"scale": scale, "num_feat": num_feat, "num_block": len(ids), "in_channels": in_channels}
+
+LAYOUTS = (
+    published_layout("bsrn", LAYOUT_MARKER, infer_kwargs, dropped=DROPPED_KEYS, multi_scale=MULTI_SCALE),
+)

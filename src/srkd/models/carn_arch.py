@@ -36,6 +36,7 @@ import torch.nn as nn
 
 from srkd.errors import SrkdError
 from srkd.models.edsr_arch import DIV2K_RGB_MEAN, MeanShift
+from srkd.models.layout import published_layout
 
 # The shared unit's 1x1 conv: full-size CARN's residual units have no body.4, no other layout has b<i>.b1.
 LAYOUT_MARKER = r"b\d+\.b1\.body\.4\.weight"
@@ -254,4 +255,9 @@ def infer_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     }
 
 
-__all__ = ["CARNM", "DROPPED_KEYS", "LAYOUT_MARKER", "MULTI_SCALE", "infer_kwargs"]
+
+LAYOUTS = (
+    published_layout("carn_m", LAYOUT_MARKER, infer_kwargs, dropped=DROPPED_KEYS, multi_scale=MULTI_SCALE),
+)
+
+__all__ = ["CARNM", "DROPPED_KEYS", "LAYOUT_MARKER", "MULTI_SCALE", "infer_kwargs", "LAYOUTS"]

@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from srkd.errors import SrkdError
 from srkd.models.edsr_arch import fp32_stream
+from srkd.models.layout import published_layout
 
 LAYOUT_MARKER = r"(?:module\.)?IMDB\d+\.c1\.weight"
 MULTI_SCALE = False
@@ -178,3 +179,7 @@ def infer_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any]:
         in_channels=int(in_channels),
         img_range=1.0,
     )
+
+LAYOUTS = (
+    published_layout("imdn", LAYOUT_MARKER, infer_kwargs, dropped=DROPPED_KEYS, multi_scale=MULTI_SCALE),
+)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from srkd.errors import SrkdError
 from srkd.models.edsr_arch import fp32_stream, zero_conv_
+from srkd.models.layout import published_layout
 
 LAYOUT_MARKER = r"SCPA_trunk\.\d+\.PAConv\.k2\.weight"
 MULTI_SCALE = False
@@ -188,4 +189,9 @@ def infer_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     return kwargs
 
 
-__all__ = ["DROPPED_KEYS", "LAYOUT_MARKER", "MULTI_SCALE", "PAN", "infer_kwargs"]
+
+LAYOUTS = (
+    published_layout("pan", LAYOUT_MARKER, infer_kwargs, dropped=DROPPED_KEYS, multi_scale=MULTI_SCALE),
+)
+
+__all__ = ["DROPPED_KEYS", "LAYOUT_MARKER", "MULTI_SCALE", "PAN", "infer_kwargs", "LAYOUTS"]

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from srkd.errors import SrkdError
 from srkd.models.edsr_arch import fp32_stream
+from srkd.models.layout import published_layout
 
 LAYOUT_MARKER = r"(?:module\.)?B\d+\.c1_r\.weight"  # BSRN's B<k>.c1_r is blueprint-separable: B<k>.c1_r.pw/dw.*
 MULTI_SCALE = False
@@ -206,3 +207,7 @@ def infer_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any]:
         in_channels=int(in_channels),
         img_range=PUBLISHED_IMG_RANGE,
     )
+
+LAYOUTS = (
+    published_layout("rfdn", LAYOUT_MARKER, infer_kwargs, dropped=DROPPED_KEYS, multi_scale=MULTI_SCALE),
+)

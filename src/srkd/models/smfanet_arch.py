@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from srkd.errors import SrkdError
 from srkd.models.edsr_arch import fp32_stream, zero_conv_
+from srkd.models.layout import published_layout
 
 LAYOUT_MARKER = r"feats\.\d+\.smfa\.linear_0\.weight"
 MULTI_SCALE = False
@@ -263,4 +264,9 @@ def infer_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     }
 
 
-__all__ = ["DROPPED_KEYS", "LAYOUT_MARKER", "MULTI_SCALE", "SMFANet", "infer_kwargs"]
+
+LAYOUTS = (
+    published_layout("smfanet", LAYOUT_MARKER, infer_kwargs, dropped=DROPPED_KEYS, multi_scale=MULTI_SCALE),
+)
+
+__all__ = ["DROPPED_KEYS", "LAYOUT_MARKER", "MULTI_SCALE", "SMFANet", "infer_kwargs", "LAYOUTS"]

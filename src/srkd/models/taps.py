@@ -138,15 +138,30 @@ def model_body(model: nn.Module) -> nn.Sequential:
     return body
 
 
+def body_block_paths(model: nn.Module) -> list[str]:
+    """Module paths of the body's blocks in order, from the model's tap table (``body.0``, ``body.1``...).
+
+    Read through the taps rather than a ``body`` attribute, so architectures that keep their authors' module
+    names (BSRN's ``B1``..``B8``, IMDN's ``IMDB1``..) split into segments like EDSR's ``body.<i>``.
+    """
+    taps = feature_taps(unwrap_model(model))
+    paths = []
+    while f"body.{len(paths)}" in taps:
+        paths.append(taps[f"body.{len(paths)}"])
+    if not paths:
+        raise SrkdError(f"{type(unwrap_model(model)).__name__} names no body blocks in feature_taps()")
+    return paths
+
+
 def segment_paths(model: nn.Module, n: int) -> list[str]:
     """Output paths of ``n`` equal segments of the body (FAKD uses 3); the last one ends at the last block.
 
     With ``B`` blocks, segment ``k`` ends at block ``(k + 1) * B // n - 1``.
     """
-    blocks = len(model_body(model))
-    if not 1 <= n <= blocks:
-        raise SrkdError(f"cannot split a body of {blocks} blocks into {n} segments (need 1 <= n <= {blocks})")
-    return [f"body.{(k + 1) * blocks // n - 1}" for k in range(n)]
+    blocks = body_block_paths(model)
+    if not 1 <= n <= len(blocks):
+        raise SrkdError(f"cannot split a body of {len(blocks)} blocks into {n} segments (need 1 <= n <= {len(blocks)})")
+    return [blocks[(k + 1) * len(blocks) // n - 1] for k in range(n)]
 
 
-__all__ = ["FeatureTaps", "feature_taps", "model_body", "segment_paths", "standard_taps", "tap_paths", "unwrap_model"]
+__all__ = ["FeatureTaps", "body_block_paths", "feature_taps", "model_body", "segment_paths", "standard_taps", "tap_paths", "unwrap_model"]
