@@ -151,7 +151,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
     User metadata given to :func:`save_model` come back with their JSON types.
     """
-    path = require_file(path)
+    path = require_file(zoo.resolve(path))
     raw = _raw_metadata(path)
     if not raw or raw.get("format") != FORMAT:
         raise CheckpointError(
