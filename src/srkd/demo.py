@@ -432,7 +432,7 @@ def write_report(
     info: dict[str, Any],
 ) -> dict[str, Path]:
     """``report.html`` (self-contained), ``report.md`` (+ ``figures/``) and ``results.json`` in ``out``."""
-    from srkd.engine.state import atomic_write_bytes
+    from srkd.io import atomic_write_bytes
     from srkd.report import Figure, Section, html_page, loss_curves, markdown_page, results_table
     from srkd.report.html import Block
 

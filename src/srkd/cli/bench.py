@@ -21,6 +21,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from srkd.errors import SrkdError  # noqa: E402
+from srkd.io import write_json  # noqa: E402
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  wall {fmt_s(result['wall_s'])}, peak RSS {result['peak_rss_mb']:.0f} MB, "
               f"load avg {result['load_avg_before']} -> {result['load_avg_after']}", flush=True)
         if args.json:
-            write_json(Path(args.json), report)  # after every benchmark: a crash later keeps what was measured
+            write_json(Path(args.json), _clean(report))  # after every benchmark: a crash later keeps what was measured
     return 0
 
 
@@ -121,16 +122,6 @@ def report_schema() -> str:
     from srkd.bench.common import SCHEMA
 
     return SCHEMA
-
-
-def write_json(path: Path, report: dict[str, Any]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(_clean(report), indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise SrkdError(f"{path}: cannot write the results ({exc.strerror or exc})") from None
 
 
 def _clean(value: Any) -> Any:

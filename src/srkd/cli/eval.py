@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 from srkd.errors import SrkdError
+from srkd.io import write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,20 +58,6 @@ def _specs(data: str) -> list[str]:
     if not specs:
         raise SrkdError("--data: give at least one dataset name or folder")
     return specs
-
-
-def write_json(path: str | Path, payload: Any) -> None:
-    """Write JSON atomically, so a crash never leaves a half-written results file behind."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise SrkdError(f"{path}: cannot write JSON ({exc.strerror or exc})") from None
 
 
 def print_table(results: dict[str, dict[str, Any]], scale: int, model: str, per_image: bool) -> None:

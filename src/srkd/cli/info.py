@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         report.update(latency_s=latency, latency_runs=iters, device=args.device, precision=args.precision)
         print(f"latency  {latency * 1e3:.1f} ms (median of {iters}, batch 1, {args.device}, {args.precision})")
     if args.json:
-        from srkd.cli.eval import write_json
+        from srkd.io import write_json
 
         write_json(args.json, report)
     return 0

@@ -143,8 +143,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from srkd.cli.eval import write_json
     from srkd.data.images import read_image
+    from srkd.io import write_json
     from srkd.metrics import psnr_y, ssim_y
 
     if args.scale < 1:

@@ -12,27 +12,37 @@ Policy for unusual files (each case is tested):
 - 16-bit or float images (``I;16``, ``I``, ``F``, and 16-bit-per-channel colour files, which Pillow would
   otherwise decode to 8 bits by keeping the high byte): rejected, because rescaling them to 8 bits silently
   would change PSNR; convert them explicitly first;
-- truncated or corrupt files, non-images, missing files: :class:`~srkd.errors.DataError` naming the file.
+- truncated or corrupt files, non-images, missing files: :class:`~srkd.errors.DataError` naming the file;
+- EXIF orientation (a phone photo stored sideways with a "rotate 90" tag) is applied, so the image reads the way
+  viewers show it, as OpenCV's ``imread`` (and hence BasicSR) does; an unreadable EXIF block is ignored.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from srkd.errors import DataError
+from srkd.io import replacing
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 # Refuse absurd images (decompression bombs) with a clear message rather than PIL's warning/exception.
 MAX_PIXELS = 300_000_000
 Image.MAX_IMAGE_PIXELS = None
+
+
+def check_output_pixels(height: int, width: int, what: Any) -> None:
+    """Refuse, before its buffer is allocated, an output larger than the largest image srkd reads: a small file
+    of a large image times a scale (a 281 KB PNG x4 asked for a 13.9 GB buffer) is one line, not an OOM kill."""
+    if height * width > MAX_PIXELS:
+        raise DataError(f"{what}: the output would be {width}x{height} pixels, more than srkd's limit of "
+                        f"{MAX_PIXELS}; use a smaller scale or crop the input")
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -75,7 +85,7 @@ def read_image(path: str | Path, mode: str = "rgb") -> torch.Tensor:
                     "cv2.imwrite(out, (cv2.imread(path, cv2.IMREAD_UNCHANGED) / 257).round().astype('uint8'))"
                 )
             img.load()
-            array = _to_array(img, path, mode)
+            array = _to_array(_upright(img), path, mode)
     except DataError:
         raise
     except UnidentifiedImageError:
@@ -85,6 +95,17 @@ def read_image(path: str | Path, mode: str = "rgb") -> torch.Tensor:
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """``img`` turned the way its EXIF orientation tag says (values 2-8); damaged EXIF leaves it as stored."""
+    try:
+        orientation = img.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: Pillow raises anything from SyntaxError to struct.error
+        return img
+    if orientation not in (2, 3, 4, 5, 6, 7, 8):
+        return img
+    return ImageOps.exif_transpose(img)
 
 
 def _sixteen_bit_colour(img: Image.Image) -> bool:
@@ -148,14 +169,8 @@ def write_image(path: str | Path, img: torch.Tensor) -> None:
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path}: unknown image format '{path.suffix}' (use .png, .jpg, .bmp, .tif or .webp)")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with replacing(path) as tmp, open(tmp, "wb") as fh:
             Image.fromarray(array).save(fh, format=fmt)
-        os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise DataError(f"{path}: cannot write image ({exc.strerror or exc})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

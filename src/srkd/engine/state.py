@@ -6,8 +6,8 @@ generator and its optimiser) and every random number generator of every rank. Th
 state: its batch is a pure function of (seed, step, rank). Restoring all of it makes a resumed CPU run produce
 the same weights, to the last bit, as one that was never interrupted.
 
-Writes are atomic: the bytes are serialised in memory, written to a temporary file in the same folder,
-fsync'ed, renamed over the final name (``os.replace``) and the folder fsync'ed. A kill at any moment leaves
+Writes are atomic (:mod:`srkd.io`): the bytes are serialised in memory, written to a temporary file in the same
+folder, fsync'ed, renamed over the final name (``os.replace``) and the folder fsync'ed. A kill at any moment leaves
 either the old set of checkpoints or the old set plus the new one, never a partial file under a final name.
 Old checkpoints are deleted only after the new one is durable. Files are read with ``weights_only=True``, so a
 checkpoint cannot run code: RNG states are stored as tensors and lists, never as pickled numpy objects.
@@ -16,11 +16,9 @@ checkpoint cannot run code: RNG states are stored as tensors and lists, never as
 from __future__ import annotations
 
 import io
-import os
 import random
 import re
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -29,6 +27,7 @@ import numpy as np
 import torch
 
 from srkd.errors import CheckpointError, TrainingError
+from srkd.io import atomic_write_bytes
 
 FORMAT = "srkd-train-state"
 FORMAT_VERSION = 1
@@ -87,23 +86,6 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
-    """Temp file in the same folder, fsync, rename over ``path``, fsync the folder; OSError on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` atomically; a full disk or read-only folder is a TrainingError and leaves no trace."""
     path = Path(path)
@@ -117,19 +99,6 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
             "earlier checkpoints are kept, free space or fix permissions and resume with --resume auto"
         ) from None
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on folders; the rename is still atomic
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

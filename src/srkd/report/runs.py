@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from srkd.errors import DataError, SrkdError
+from srkd.io import write_json
 
 RESULTS_FILE = "results.json"
 WEIGHTS = "last.safetensors"
@@ -250,8 +251,6 @@ def evaluate_cached(
             **(extra or {}),
             "results": {str(s): v for s, v in sorted(results.items())},
         }
-        from srkd.cli.eval import write_json
-
         try:
             write_json(cache_file, payload)
         except SrkdError as exc:
