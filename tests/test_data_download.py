@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 import threading
 import zipfile
@@ -304,10 +305,56 @@ def test_good_archives_extract_completely(work):
     out_z = dl.safe_extract(z, work / "out" / "z")
     assert (out_z / "top/a.txt").read_bytes() == b"A" and (out_z / "top/b/c.txt").read_bytes() == b"C"
     out_t = dl.safe_extract(t, work / "out" / "t")
-    assert (out_t / "top/l").is_symlink() and (out_t / "top/l").read_bytes() == b"A"
+    assert not (out_t / "top/l").is_symlink() and (out_t / "top/l").read_bytes() == b"A"  # links become copies
     assert (out_t / "top/h").read_bytes() == b"A" and not (out_t / "top/h").is_symlink()
     with pytest.raises(DataError, match="already exists"):
         dl.safe_extract(z, out_z)
+
+
+def _outside(work: Path) -> dict[Path, bytes]:
+    """A folder beside the extraction target holding images, as a crafted archive's links would aim at."""
+    (work / "outside").mkdir(exist_ok=True)
+    files = {work / "outside" / f"{i}.png": bytes([i]) * 100 for i in range(3)}
+    for path, data in files.items():
+        path.write_bytes(data)
+    return files
+
+
+@pytest.mark.parametrize("chain", [
+    # x -> . makes x/x/x the target itself, so the text of the next link looks inside while it points outside
+    [_link("x", "."), _link("x/x/x/HR", "../../outside")],
+    [_link("x", "."), _link("x/x/x/x/HR", "../../../outside")],
+    [_link("d", "."), _link("d/d/up", "../.."), ("d/d/up/evil.txt", b"x")],
+    [("a/b.txt", b"1"), _link("a/c", "../a"), _link("a/c/c/HR", "../../../outside")],
+    [_link("HR", "../outside")],
+    [_link("x", "."), _link("x/x/h", "../../outside/0.png", tarfile.LNKTYPE)],
+])
+def test_tar_link_chains_are_refused_and_nothing_outside_is_touched(work, chain):
+    files = _outside(work)
+    archive = _tar(work / "chain.tgz", chain)
+    _assert_refused(archive, work / "out" / "x", "")
+    assert {p: p.read_bytes() for p in files} == files and not (work / "out" / "evil.txt").exists()
+    assert not any(p.is_symlink() for p in work.rglob("*"))
+
+
+def test_install_never_moves_files_from_outside(work):
+    """Defence in depth: the HR folder an install moves images from must really be inside the extraction."""
+    files = _outside(work)
+    extracted = work / "out" / "extracted"
+    extracted.mkdir()
+    (extracted / "HR").symlink_to(work / "outside", target_is_directory=True)
+    with pytest.raises(DataError, match="not inside the extracted archive"):
+        dl._move_images(extracted / "HR", work / "out" / "dataset", extracted)
+    assert {p: p.read_bytes() for p in files} == files
+
+
+def test_extracted_folders_keep_the_umask(work):
+    old = os.umask(0o022)
+    try:
+        out = dl.safe_extract(_zip(work / "a.zip", {"top/a.txt": b"A"}), work / "out" / "z")
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o755
 
 
 def test_not_an_archive(work):

@@ -4,8 +4,9 @@
   retried on dropped connections, checksum verified *before* the atomic rename into place; a file that fails
   its checksum is deleted, never left where a later run could pick it up.
 - ``safe_extract``: zip and tar (.gz/.bz2/.xz) into a temporary folder renamed into place at the end; absolute
-  paths, ``..``, links that leave the target, device files and FIFOs are refused with one
-  :class:`~srkd.errors.DataError` naming the archive and the member.
+  paths, ``..``, device files and FIFOs are refused with one :class:`~srkd.errors.DataError` naming the archive
+  and the member. Tar members pass Python's ``data`` filter where it exists; no link is ever created: a tar link
+  to a file extracted before it becomes a copy (found by real path), any other link is refused.
 - ``install``: the two above plus the move of the HR (and LR) folders into ``<data root>/<Name>/`` with a record
   of every file's sha256, used by ``srkd data verify``.
 
@@ -39,6 +40,7 @@ from srkd.data import registry
 from srkd.data.checksums import file_sha256
 from srkd.data.images import is_image_file
 from srkd.errors import DataError
+from srkd.io import default_mode
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60
@@ -249,13 +251,13 @@ def _progress_bar(label: str, total: int | None, done: int, enabled: bool) -> It
 def _member_path(archive: Path, name: str) -> PurePosixPath:
     """The relative path a member may be written to, or a DataError when it would leave the target."""
     if "\x00" in name:
-        raise DataError(f"{archive}: member {name!r} has a NUL byte in its name; refusing to extract")
+        raise DataError(f"{archive}: member {_quote(name)} has a NUL byte in its name; refusing to extract")
     unified = name.replace("\\", "/")
     if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":"):
-        raise DataError(f"{archive}: member '{name}' has an absolute path; refusing to extract")
+        raise DataError(f"{archive}: member {_quote(name)} has an absolute path; refusing to extract")
     parts = [p for p in unified.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise DataError(f"{archive}: member '{name}' contains '..' (path traversal); refusing to extract")
+        raise DataError(f"{archive}: member {_quote(name)} contains '..' (path traversal); refusing to extract")
     return PurePosixPath(*parts) if parts else PurePosixPath(".")
 
 
@@ -296,46 +298,70 @@ def _extract_zip(archive: Path, root: Path, budget: list[int]) -> None:
 
 
 def _extract_tar(archive: Path, root: Path, budget: list[int]) -> None:
+    """Tar members one by one, each first vetted by Python's own ``data`` extraction filter where it exists
+    (3.12, and 3.8-3.11 security releases) and then by srkd's rules.
+
+    No link is ever created on disk. A link to a regular file already extracted becomes a copy of it, found by
+    its *real* path (the folders it passes through resolved on disk, not its text); a link to a folder, to a
+    missing member or out of the target is refused. Creating symlinks is what let a chain such as ``x -> .``
+    then ``x/x/x/HR -> ../../outside`` pass a textual check while pointing outside, and the dataset install then
+    moved files from there into the dataset; with no link on disk, every path under ``root`` is what it says.
+    """
     try:
         tf = tarfile.open(archive, "r:*")
     except tarfile.TarError as exc:
         raise DataError(f"{archive}: not a readable tar archive ({exc})") from None
+    vet = getattr(tarfile, "data_filter", None)
     with tf:
         for member in tf:
             rel = _member_path(archive, member.name)
+            if vet is not None:
+                try:
+                    vet(member, str(root))
+                except tarfile.FilterError as exc:
+                    what = ("is a device file or FIFO" if isinstance(exc, tarfile.SpecialFileError)
+                            else "points outside the target")
+                    raise DataError(f"{archive}: member {_quote(member.name)} {what} (Python's tar data filter: "
+                                    f"{str(exc)[:200]}); refusing to extract") from None
             if member.isdir():
                 (root / rel).mkdir(parents=True, exist_ok=True)
+                if not _inside(root, root / rel):
+                    raise DataError(f"{archive}: folder {_quote(member.name)} escapes the target")
             elif member.isreg():
                 src = tf.extractfile(member)
                 assert src is not None
                 with src:
                     _write_member(archive, root, rel, src, budget)
             elif member.issym() or member.islnk():
-                link = member.linkname.replace("\\", "/")
-                # symlinks are relative to the member's folder, hard links to the archive root
-                base = PurePosixPath(*rel.parts[:-1]) if member.issym() else PurePosixPath(".")
-                resolved = os.path.normpath(str(base / link))
-                if link.startswith("/") or resolved == ".." or resolved.startswith("../"):
-                    raise DataError(
-                        f"{archive}: link '{member.name}' -> '{member.linkname}' points outside the target; "
-                        "refusing to extract"
-                    )
-                target = root / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if not _inside(root, target.parent) or not _inside(root, root / resolved):
-                    raise DataError(f"{archive}: link '{member.name}' escapes the target; refusing to extract")
-                if member.issym():
-                    os.symlink(link, target)
-                else:  # a hard link becomes a copy of a file already extracted
-                    source = root / resolved
-                    if not source.is_file():
-                        raise DataError(f"{archive}: hard link '{member.name}' to a missing member '{link}'")
-                    with open(source, "rb") as src_fh:
-                        _write_member(archive, root, rel, src_fh, budget)
+                _copy_link(archive, root, rel, member, budget)
             else:
                 raise DataError(
-                    f"{archive}: member '{member.name}' is a device file or FIFO; refusing to extract"
+                    f"{archive}: member {_quote(member.name)} is a device file or FIFO; refusing to extract"
                 )
+
+
+def _copy_link(archive: Path, root: Path, rel: PurePosixPath, member: tarfile.TarInfo, budget: list[int]) -> None:
+    """A symlink or hard link member, written as a copy of the regular file it really points to in ``root``."""
+    link = member.linkname.replace("\\", "/")
+    if link.startswith("/") or "\x00" in link:
+        raise DataError(f"{archive}: link {_quote(member.name)} has an absolute target; refusing to extract")
+    # symlinks are relative to the member's folder, hard links to the archive root; resolved on disk
+    base = (root / rel).parent if member.issym() else root
+    base.mkdir(parents=True, exist_ok=True)
+    source = Path(os.path.realpath(base / link))
+    if not _inside(root, base) or not _inside(root, source):
+        raise DataError(f"{archive}: link {_quote(member.name)} -> {_quote(member.linkname)} points outside the "
+                        "target; refusing to extract")
+    if source.is_symlink() or not source.is_file():
+        raise DataError(f"{archive}: link {_quote(member.name)} -> {_quote(member.linkname)} is not a link to a "
+                        "file extracted before it; refusing to extract")
+    with open(source, "rb") as src_fh:
+        _write_member(archive, root, rel, src_fh, budget)
+
+
+def _quote(name: str) -> str:
+    """A member name for a message: quoted, and cut (a crafted name can be megabytes long)."""
+    return repr(name if len(name) <= 120 else name[:120] + "...")
 
 
 def safe_extract(archive: Path, dest: Path) -> Path:
@@ -347,6 +373,7 @@ def safe_extract(archive: Path, dest: Path) -> Path:
         raise DataError(f"{dest}: already exists; refusing to extract over it")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    os.chmod(tmp, default_mode(0o777))  # mkdtemp's folders are private (0o700); a dataset folder is not
     budget = [MAX_EXTRACT_BYTES]
     try:
         if zipfile.is_zipfile(archive):
@@ -403,6 +430,7 @@ def install(
         if final.exists():
             raise DataError(f"{final}: exists but was not installed by srkd; move it away to download {info.name}")
         staging = Path(tempfile.mkdtemp(prefix=f".{info.name}.", suffix=".staging", dir=base))
+        os.chmod(staging, default_mode(0o777))  # becomes the dataset folder: the umask's mode, not mkdtemp's 0o700
         try:
             if info.archive == "files":
                 record = _install_files(info, downloads / info.name, staging, progress, _allow_insecure_for_tests)
@@ -490,11 +518,11 @@ def _install_archive(
     extracted = safe_extract(archive, staging / ".extracted")
     try:
         hr_src = _find_hr(extracted, info)
-        _move_images(hr_src, staging / registry.HR_DIR)
+        _move_images(hr_src, staging / registry.HR_DIR, extracted)
         if info.lr_subdir and (extracted / info.lr_subdir).is_dir():
             for scale_dir in sorted((extracted / info.lr_subdir).iterdir()):
                 if scale_dir.is_dir():
-                    _move_images(scale_dir, staging / registry.LR_DIR / scale_dir.name)
+                    _move_images(scale_dir, staging / registry.LR_DIR / scale_dir.name, extracted)
     finally:
         shutil.rmtree(extracted, ignore_errors=True)
     files = {
@@ -523,7 +551,11 @@ def _find_hr(extracted: Path, info: registry.DatasetInfo) -> Path:
     )
 
 
-def _move_images(src: Path, dst: Path) -> None:
+def _move_images(src: Path, dst: Path, within: Path) -> None:
+    """Move the image files of ``src`` (a folder of the extracted archive ``within``) into ``dst``; a ``src``
+    whose real path leaves ``within`` is refused, so nothing from elsewhere can ever enter a dataset."""
+    if src.is_symlink() or not _inside(within, src):
+        raise DataError(f"{src}: not inside the extracted archive {within}; refusing to install from it")
     dst.mkdir(parents=True, exist_ok=True)
     for p in sorted(src.iterdir()):
         if p.is_file() and not p.is_symlink() and is_image_file(p):
