@@ -476,20 +476,21 @@ def test_disk_full_is_a_clear_error_and_keeps_the_last_checkpoint(
 ):
     import errno
 
+    import srkd.io
+
     cfg = make_cfg(tmp_path, "scratch")
-    real_fdopen = os.fdopen
     calls = {"n": 0}
 
-    def full_disk(fd, *args, **kwargs):  # type: ignore[no-untyped-def]
-        fh = real_fdopen(fd, *args, **kwargs)
-        if "ckpt" in os.readlink(f"/proc/self/fd/{fd}") and fh.mode == "wb":
+    def full_disk(path, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        fh = open(path, mode, *args, **kwargs)
+        if "ckpt" in str(path) and mode == "wb":
             calls["n"] += 1
             if calls["n"] == 2:
                 fh.close()
                 raise OSError(errno.ENOSPC, "No space left on device")
         return fh
 
-    monkeypatch.setattr(ckpt.os, "fdopen", full_disk)
+    monkeypatch.setattr(srkd.io, "open", full_disk, raising=False)  # every srkd write goes through srkd.io
     with pytest.raises(
         TrainingError, match=r"iter_00000004.pt: cannot write the training checkpoint \(No space left"
     ):
@@ -615,7 +616,7 @@ def test_sigkill_during_checkpoint_write_leaves_no_partial_file(tmp_path: Path) 
     script = runner_script(tmp_path)
     text = script.read_text().replace(
         "from srkd.cli.main import main\n",
-        "import os, signal\nimport srkd.engine.state as st\n_rep = os.replace\n"
+        "import os, signal\nimport srkd.io as st\n_rep = os.replace\n"
         "def _replace(a, b):\n"
         "    if str(b).endswith('iter_00000003.pt'):\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", metavar="DIR", help="run folder (default: out_dir of the config, else runs/<name>)"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh (or from --resume PATH) in a run folder that holds another run's results, deleting "
+        "its weights, log, config and checkpoints first (without it such a folder is refused)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.out:
         cfg.out_dir = args.out
     resume = None if str(args.resume).lower() == "none" else args.resume
-    run_dir = train(cfg, resume=resume)
+    run_dir = train(cfg, resume=resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank gets here; one line is enough
         print(f"run folder: {run_dir}")
     return 0

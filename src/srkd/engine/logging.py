@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from srkd.engine.state import atomic_write_bytes
-from srkd.errors import DataError
+from srkd.errors import DataError, TrainingError
+from srkd.io import atomic_write_bytes
 
 
 class RunLogger:
@@ -31,16 +31,23 @@ class RunLogger:
         enabled: bool = True,
         tensorboard: bool = True,
         progress: bool | None = None,
+        redo_val: bool = False,
     ) -> None:
+        """``redo_val``: the resumed run validates iteration ``start`` again, so that iteration's validation
+        records (of the killed run, possibly cut short) are dropped instead of doubled."""
         self.enabled = enabled
         self.total = total
         self.path = run_dir / "log.jsonl"
         self._bar = None
         self._tb = None
+        self._broken = False
         if not enabled:
             return
-        _truncate_jsonl(self.path, start)
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the whole run)
+        try:
+            _truncate_jsonl(self.path, start, redo_val)
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the whole run)
+        except OSError as exc:
+            raise _log_error(self.path, exc) from None
         from rich.console import Console
 
         self.console = Console(stderr=True)
@@ -85,8 +92,12 @@ class RunLogger:
     def record(self, rec: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self._fh.write(json.dumps({**rec, "time": round(time.time(), 3)}, default=float) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(json.dumps({**rec, "time": round(time.time(), 3)}, default=float) + "\n")
+            self._fh.flush()
+        except OSError as exc:  # a full disk: one line, and close() must not raise the same error again
+            self._broken = True
+            raise _log_error(self.path, exc) from None
 
     def info(self, text: str) -> None:
         if self.enabled:
@@ -165,7 +176,16 @@ class RunLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:
+            if not self._broken:  # already reported by record()
+                raise
+
+
+def _log_error(path: Path, exc: OSError) -> TrainingError:
+    return TrainingError(f"{path}: cannot write the run log ({exc.strerror or exc}); the last training checkpoint "
+                         "is kept: free space or fix permissions, then continue with --resume auto")
 
 
 def _hms(seconds: float) -> str:
@@ -175,8 +195,9 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def _truncate_jsonl(path: Path, start: int) -> None:
-    """Drop records of iterations after ``start`` (a resumed run redoes them); atomic like every write."""
+def _truncate_jsonl(path: Path, start: int, redo_val: bool = False) -> None:
+    """Drop records of iterations after ``start`` (a resumed run redoes them), and the validation records of
+    ``start`` itself when ``redo_val``; atomic like every write."""
     if not path.exists():
         return
     kept = []
@@ -186,7 +207,8 @@ def _truncate_jsonl(path: Path, start: int) -> None:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by the kill
-            if int(rec.get("step", 0)) <= start:
+            step = int(rec.get("step", 0))
+            if step < start or (step == start and not (redo_val and rec.get("type") == "val")):
                 kept.append(json.dumps(rec) + "\n")
     atomic_write_bytes(path, "".join(kept).encode("utf-8"))
 

@@ -48,12 +48,11 @@ from typing import Any, cast
 
 import torch
 import torch.nn as nn
-import yaml
 
 from srkd.config_base import step_decay
 from srkd.distill import get_method
 from srkd.distill.base import Batch, Method
-from srkd.engine import dist
+from srkd.engine import dist, rundir
 from srkd.engine import state as ckpt
 from srkd.engine.config import TrainConfig
 from srkd.engine.ema import EMA
@@ -385,23 +384,24 @@ class StopSignals:
             )
 
 
-def train(cfg: TrainConfig, resume: str | None = "auto") -> Path:
+def train(cfg: TrainConfig, resume: str | None = "auto", overwrite: bool = False) -> Path:
     """Train (or continue training) the run ``cfg`` describes; returns the run directory.
 
     ``resume``: ``"auto"`` continues from the newest valid checkpoint in the run directory if there is one,
     a path continues from that checkpoint, ``None`` starts fresh (refused if the run directory already holds
-    checkpoints, so nothing is overwritten by accident). SIGINT/SIGTERM save a checkpoint and raise
-    :class:`Interrupted` (a ``KeyboardInterrupt``).
+    checkpoints, so nothing is overwritten by accident). A folder holding another run's results is refused
+    unless ``overwrite`` (see :mod:`srkd.engine.rundir`), which starts afresh (or from a ``resume`` path) after
+    deleting the folder's srkd files. SIGINT/SIGTERM save a checkpoint and raise :class:`Interrupted`.
     """
     env = dist.init(cfg.train.device)
     try:
         with StopSignals() as stop:
-            return _train(cfg, resume, env, stop)
+            return _train(cfg, resume, env, stop, overwrite)
     finally:
         dist.cleanup(env)
 
 
-def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSignals) -> Path:
+def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSignals, overwrite: bool) -> Path:
     run_dir = cfg.run_dir
     tc = cfg.train
     device = env.device
@@ -418,16 +418,8 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
         warnings.warn(f"the learning-rate decay at iteration {', '.join(map(str, late))} comes after {where}: "
                       "it never happens (scale sched with the budget?)", stacklevel=2)
 
-    # 1. where we start from: a checkpoint (resume) or nothing
-    resumed: tuple[Path, dict[str, Any]] | None = None
-    if resume == "auto":
-        resumed = ckpt.find_latest(run_dir, None if env.is_main else _quiet)
-    elif resume is not None:
-        resumed = (Path(resume), ckpt.load_checkpoint(resume))
-    elif ckpt.list_checkpoints(run_dir):
-        raise ConfigError(
-            f"{run_dir} already holds training checkpoints; continue with --resume auto or choose another --out"
-        )
+    # 1. where we start from: a checkpoint (resume) or nothing; a folder holding another run's results is refused
+    resumed = rundir.starting_point(run_dir, cfg, resume, overwrite, None if env.is_main else _quiet)
     start = int(resumed[1]["step"]) if resumed else 0
 
     # 2. models, method, data: everything a user can get wrong is checked here, before any training
@@ -485,8 +477,9 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
             ) from None
     if env.is_main:
         try:
-            resolved = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-            ckpt.atomic_write_bytes(run_dir / "config.yaml", resolved.encode("utf-8"))
+            if overwrite:
+                rundir.clear(run_dir)
+            ckpt.atomic_write_bytes(run_dir / "config.yaml", rundir.resolved_yaml(cfg).encode("utf-8"))
         except OSError as exc:
             raise TrainingError(f"{run_dir}: cannot write the run folder ({exc.strerror or exc})") from None
     prepare_student(method, cfg, env)
@@ -507,7 +500,12 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
         best = dict(saved.get("best", best))
         skipped = int(saved.get("skipped", 0))
 
-    log = RunLogger(run_dir, tc.iterations, start, enabled=env.is_main, tensorboard=tc.tensorboard)
+    # A checkpoint is written after its iteration's validation, so one that says it was not validated (a stop
+    # signal or a failed validation) or predates the flag makes the resumed run validate first: a kill during
+    # the final validation must still end with best.safetensors and its record, as the uninterrupted run would.
+    revalidate = resumed is not None and start > 0 and _validation_due(start, tc) and not resumed[1].get("validated")
+    log = RunLogger(run_dir, tc.iterations, start, enabled=env.is_main, tensorboard=tc.tensorboard,
+                    redo_val=revalidate)
     log.record(
         {
             "type": "start",
@@ -548,8 +546,9 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
                 stacklevel=2,
             )
 
-    def save_state(done: int) -> Path | None:
-        """Training checkpoint after ``done`` iterations: rank 0 writes it, every rank contributes its RNG."""
+    def save_state(done: int, validated: bool = True) -> Path | None:
+        """Training checkpoint after ``done`` iterations: rank 0 writes it, every rank contributes its RNG.
+        ``validated``: whether this iteration's validation (if one is due) is done and in ``best``."""
         rngs = dist.gather_objects(env, ckpt.capture_rng())
         method_state = method.extra_state()
         method_ranks = dist.gather_objects(env, _to_cpu(method_state)) if env.distributed else None
@@ -568,6 +567,7 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
                 "method_ranks": method_ranks,
                 "rng": rngs,
                 "best": best,
+                "validated": validated,
                 "skipped": skipped,
                 "run": {
                     "method": cfg.method.name,
@@ -648,9 +648,11 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
     n_sum = 0
     grad_sum, grad_max = 0.0, 0.0  # the largest gradient norm of the log window: a spike there is what precedes a divergence
     t_last, step_last = time.perf_counter(), start
-    last_saved = start
     batch = Batch(torch.empty(0))
     try:
+        if revalidate:
+            validate(start, batch)
+            save_state(start)
         for step in range(start, tc.iterations):
             if method.begin_stage(step):
                 prepare_student(method, cfg, env)
@@ -714,12 +716,9 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
                 )
                 sums, n_sum, t_last, step_last = {}, 0, now, done
                 grad_sum, grad_max = 0.0, 0.0
-            if done % tc.ckpt_every == 0 or done == tc.iterations:
-                save_state(done)
-                last_saved = done
+            due = _validation_due(done, tc)
             if stopping and done < tc.iterations:
-                if last_saved != done:
-                    save_state(done)
+                save_state(done, validated=not due)
                 log.record({"type": "stop", "step": done, "signal": stop.received or "another rank"})
                 log.info(
                     f"stopped after iteration {done}: {ckpt.checkpoint_path(run_dir, done)} saved; "
@@ -727,18 +726,23 @@ def _train(cfg: TrainConfig, resume: str | None, env: dist.DistEnv, stop: StopSi
                 )
                 dist.barrier(env)
                 raise Interrupted(f"stopped after iteration {done}")
-            if (tc.val_every and done % tc.val_every == 0) or done == tc.iterations:
+            if due:
                 try:
                     validate(done, batch)
-                except SrkdError:
-                    if last_saved != done:  # e.g. the validation data vanished: keep the progress made
-                        save_state(done)
+                except SrkdError:  # e.g. the validation data vanished: keep the progress made
+                    save_state(done, validated=False)
                     raise
+            if done % tc.ckpt_every == 0 or done == tc.iterations:
+                save_state(done)  # after the validation, so that a checkpoint's `best` includes it
         if start >= tc.iterations and env.is_main and not (run_dir / "last.safetensors").exists():
             export("last.safetensors", start)
     finally:
         log.close()
     return run_dir
+
+
+def _validation_due(done: int, tc: Any) -> bool:
+    return bool(tc.val_every and done % tc.val_every == 0) or done == tc.iterations
 
 
 def nonfinite_error(
