@@ -455,3 +455,194 @@ def test_fuzz_config_file_and_overrides(tmp_path: Path, tree: dict[str, Any], ov
         load_config(TrainConfig, path, overrides)
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+# -- issue 35: files keep the user's umask, and a long name still gets its temporary twin --------------------
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_keep_the_umask(tmp_path: Path, umask: int) -> None:
+    from srkd.data.images import write_image
+    from srkd.engine.state import save_checkpoint
+    from srkd.io import atomic_write_text, write_json
+
+    old = os.umask(umask)
+    try:
+        save_model(tmp_path / "m.safetensors", build_model("edsr", scale=2, n_feats=4, n_resblocks=1))
+        write_image(tmp_path / "i.png", torch.zeros(3, 4, 4, dtype=torch.uint8))
+        write_json(tmp_path / "r.json", {"a": 1})
+        atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
+        save_checkpoint(tmp_path / "ckpt" / "iter_00000001.pt", {"step": 1})
+    finally:
+        os.umask(old)
+    for p in [*tmp_path.glob("*.*"), tmp_path / "ckpt" / "iter_00000001.pt"]:
+        assert p.stat().st_mode & 0o777 == 0o666 & ~umask, p
+
+
+def test_a_name_near_the_limit_is_written(tmp_path: Path) -> None:
+    from srkd.data.images import write_image
+
+    path = tmp_path / ("x" * 250 + ".png")
+    write_image(path, torch.zeros(3, 4, 4, dtype=torch.uint8))
+    assert path.is_file() and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+# -- issue 35: sizes from an input are bounded before anything is allocated ------------------------------------
+def _with_metadata(src: Path, dst: Path, **changes: str) -> Path:
+    """A copy of an srkd model file whose metadata were edited (tensors unchanged)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as fh:
+        meta = dict(fh.metadata())
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    save_file(tensors, str(dst), metadata={**meta, **changes})
+    return dst
+
+
+@pytest.mark.parametrize("case,kwargs,words", [
+    ("huge", '{"n_feats": 3000, "n_resblocks": 1}', ("more weights than",)),
+    ("many-blocks", '{"n_feats": 8, "n_resblocks": 60000}', ("more weights than",)),
+    ("negative", '{"n_feats": -3, "n_resblocks": 1}', ("n_feats", "positive integer")),
+    ("float", '{"n_feats": 2.5, "n_resblocks": 1}', ("n_feats",)),
+    ("nested", '{"n_feats": ' + "[" * 5000 + "]" * 5000 + "}", ("corrupt srkd metadata",)),
+    ("not-a-name", '{"n feats": 8}', ("not a model argument name",)),
+])
+def test_model_arguments_from_metadata_are_bounded(corpus: Path, case: str, kwargs: str, words: tuple[str, ...],
+                                                   capsys) -> None:
+    import resource
+    import time
+
+    bad = _with_metadata(corpus / "edsr-x2.safetensors", corpus / f"meta-{case}.safetensors", kwargs=kwargs)
+    before, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    for command in (["info", bad], ["upscale", "--model", bad, corpus / "img" / "good.png", corpus / "meta-out"]):
+        error_line(*run_cli(command, capsys), str(bad), *words)
+    assert time.perf_counter() - t0 < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing near 1.2 GB
+    assert not (corpus / "meta-out").exists()
+
+
+@pytest.mark.parametrize("scales", ["[Infinity]", "[1e400]", "[0]", "[2, true]", "[" * 3000 + "]" * 3000, "[]"])
+def test_scales_from_metadata_are_bounded(corpus: Path, scales: str, capsys) -> None:
+    bad = _with_metadata(corpus / "edsr-x2.safetensors", corpus / "meta-scales.safetensors", scales=scales)
+    error_line(*run_cli(["info", bad], capsys), str(bad), "corrupt srkd metadata")
+
+
+def test_upscale_output_size_is_bounded_per_image(corpus: Path, tmp_path: Path, capsys) -> None:
+    """A small file asking for a huge output is refused (its name in the line); the other images are written."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.zeros((600, 600), np.uint8)).save(src / "big.png")  # 600x600 x30 = 324 M pixels
+    Image.fromarray(_rgb(4, 4)).save(src / "small.png")
+    code, out, err = run_cli(["upscale", "--model", "bicubic", "--scale", 30, "-q", src, tmp_path / "out"], capsys)
+    error_line(code, out, err, "big.png", "pixels")
+    assert (tmp_path / "out" / "small.png").is_file() and not (tmp_path / "out" / "big.png").exists()
+
+
+@pytest.mark.parametrize("scale,words", [("1e-7", ("below one pixel",)), ("1e400", ("not a number",)),
+                                         ("1" * 5000, ("characters",)), ("inf", ("not a number",)),
+                                         ("100000", ("pixels",))])
+def test_resize_scales_are_bounded(corpus: Path, tmp_path: Path, scale: str, words: tuple[str, ...],
+                                   capsys) -> None:
+    import time
+
+    t0 = time.perf_counter()
+    code, out, err = run_cli(["resize", corpus / "img" / "good.png", tmp_path / "o.png", "--scale", scale], capsys)
+    line = error_line(code, out, err, *words)
+    assert len(line) < 400 and time.perf_counter() - t0 < 5
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_yaml_alias_bomb_and_deep_nesting_are_one_short_line(corpus: Path, tmp_path: Path, capsys) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    rows = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        rows.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    bomb.write_text("\n".join(rows) + "\nname: x\n")
+    line = error_line(*run_cli(["train", bomb], capsys), "bomb.yaml", "aliases")
+    assert len(line) < 300
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("name: " + "[" * 20000 + "]" * 20000 + "\n")
+    error_line(*run_cli(["train", deep], capsys), "deep.yaml", "nested")
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(yaml.safe_dump(_base(corpus)), encoding="utf-8")
+    line = error_line(*run_cli(["train", ok, "--set", "name=" + "x" * 100_000], capsys), "name")
+    assert len(line) < 400
+
+
+# -- issue 35: config values are validated where they are declared -------------------------------------------
+CONFIG_VALUES = [
+    ("seed-negative", {"seed": -1}, ("seed",)),
+    ("seed-huge", {"seed": 2**70}, ("seed",)),
+    ("betas-one", {"optim": {"betas": [1.0, 0.9]}}, ("optim.betas", "[0, 1)")),
+    ("eps-nan", {"optim": {"eps": float("nan")}}, ("optim.eps",)),
+    ("lr-inf", {"optim": {"lr": float("inf")}}, ("optim.lr",)),
+    ("batch-huge", {"data": {"batch_size": 60000, "lr_patch": 96}}, ("data.batch_size", "GiB")),
+    ("student-negative", {"student": {"arch": "edsr", "kwargs": {"n_feats": -3}}}, ("student.kwargs", "n_feats")),
+    ("student-zero", {"student": {"arch": "edsr", "kwargs": {"n_resblocks": 0}}}, ("n_resblocks",)),
+    ("teacher-nan", {"teacher": {"arch": "edsr", "kwargs": {"res_scale": float("nan")}}}, ("res_scale",)),
+]
+
+
+@pytest.mark.parametrize("case,changes,words", CONFIG_VALUES, ids=[c[0] for c in CONFIG_VALUES])
+def test_config_values_are_validated(corpus: Path, case: str, changes: dict[str, Any], words: tuple[str, ...],
+                                     capsys) -> None:
+    cfg = copy.deepcopy(_base(corpus))
+    for key, value in changes.items():
+        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
+    path = corpus / f"value-{case}.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    error_line(*run_cli(["train", path, "--out", corpus / "runs" / f"value-{case}"], capsys), *words)
+    assert not (corpus / "runs" / f"value-{case}").exists()
+
+
+# -- issue 35: EXIF orientation is applied when reading -------------------------------------------------------
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    pixels = _rgb(2, 4)  # 2 rows, 4 columns, stored as-is
+    img = Image.fromarray(pixels)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    img.save(tmp_path / "rotated.jpg", exif=exif.tobytes(), quality=100)
+    img.save(tmp_path / "plain.png")
+    assert tuple(read_image(tmp_path / "rotated.jpg").shape) == (3, 4, 2)
+    assert tuple(read_image(tmp_path / "plain.png").shape) == (3, 2, 4)
+    broken = bytearray((tmp_path / "rotated.jpg").read_bytes())
+    at = broken.index(b"Exif")
+    broken[at + 6 : at + 14] = b"XXXXXXXX"  # a damaged TIFF header inside the EXIF block: read as stored
+    (tmp_path / "broken.jpg").write_bytes(bytes(broken))
+    assert read_image(tmp_path / "broken.jpg").shape[0] == 3
+
+
+# -- issue 35: output paths and a full disk are one line --------------------------------------------------------
+@pytest.mark.parametrize("case", ["under-a-file", "read-only", "name-too-long", "is-a-file"])
+def test_train_output_paths_are_one_line(corpus: Path, tmp_path: Path, case: str, capsys) -> None:
+    if case == "read-only" and os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    (tmp_path / "file").write_text("mine")
+    (tmp_path / "ro").mkdir()
+    out = {"under-a-file": tmp_path / "file" / "run", "read-only": tmp_path / "ro" / "run",
+           "name-too-long": tmp_path / ("r" * 300), "is-a-file": tmp_path / "file"}[case]
+    os.chmod(tmp_path / "ro", 0o555)
+    try:
+        ok = tmp_path / "ok.yaml"
+        ok.write_text(yaml.safe_dump(_base(corpus)), encoding="utf-8")
+        error_line(*run_cli(["train", ok, "--out", out], capsys), "--out")
+    finally:
+        os.chmod(tmp_path / "ro", 0o755)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_full_disk_while_logging_is_one_line(corpus: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    import errno
+
+    import srkd.engine.logging as run_log
+
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(run_log, "open", lambda *a, **k: Full(), raising=False)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(yaml.safe_dump(_base(corpus)), encoding="utf-8")
+    error_line(*run_cli(["train", ok, "--out", tmp_path / "run"], capsys), "log.jsonl", "No space left")

@@ -195,6 +195,11 @@ def test_architecture_and_weights_mismatch(tmp_path):
     with pytest.raises(CheckpointError, match=r"missing key\(s\), e.g. body.2"):
         load_model(path)
     _rewrite_metadata(path, arch="rcan", kwargs={"scale": 2, "n_feats": 8, "reduction": 4})
+    # a default RCAN (10 groups of 20 blocks) cannot even be in this file: refused before it is built
+    with pytest.raises(CheckpointError, match="describe a rcan.* more weights than a .*-byte file can hold"):
+        load_model(path)
+    _rewrite_metadata(path, arch="rcan", kwargs={"scale": 2, "n_feats": 8, "reduction": 4, "n_resgroups": 1,
+                                                 "n_resblocks": 1})
     with pytest.raises(CheckpointError, match="weights do not fit rcan"):
         load_model(path)
 

@@ -15,8 +15,69 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from srkd.errors import ConfigError
+from srkd.io import atomic_write_text
 
 M = TypeVar("M", bound=BaseModel)
+
+# What a config file may ask of the YAML parser. Aliases let 450 bytes stand for a structure of 10^9 nodes (the
+# "billion laughs"), which validation and error messages then walk or print; real configs have a few hundred
+# nodes, a depth under 6 and a size in kilobytes.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 32
+MAX_ECHO = 80  # characters of a value a message quotes
+
+
+def clip(text: str, limit: int = MAX_ECHO) -> str:
+    """``text`` cut to ``limit`` characters, marked: a message quotes a value, never a pasted megabyte."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+class _TooComplex(yaml.YAMLError):
+    pass
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses documents nested deeper than ``MAX_YAML_DEPTH`` (before Python's
+    recursion limit turns them into a traceback) or that expand, through aliases, to more than
+    ``MAX_YAML_NODES`` nodes (counted on the composed graph, before anything is constructed)."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _TooComplex(f"nested more than {MAX_YAML_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node: Any) -> Any:
+        sizes: dict[int, int] = {}
+
+        def size(n: Any) -> int:
+            if id(n) not in sizes:
+                sizes[id(n)] = 0  # a recursive alias (a node inside itself) counts once
+                if isinstance(n, yaml.MappingNode):
+                    total = 1 + sum(size(k) + size(v) for k, v in n.value)
+                elif isinstance(n, yaml.SequenceNode):
+                    total = 1 + sum(size(v) for v in n.value)
+                else:
+                    total = 1
+                sizes[id(n)] = min(total, MAX_YAML_NODES + 1)
+            return sizes[id(n)]
+
+        if size(node) > MAX_YAML_NODES:
+            raise _TooComplex(f"expands (through aliases) to more than {MAX_YAML_NODES} values")
+        return super().construct_document(node)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text -> Python values through :class:`BoundedLoader`; yaml.YAMLError on bad or hostile input."""
+    return yaml.load(text, Loader=BoundedLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 class StrictModel(BaseModel):
@@ -86,7 +147,7 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
             lines.append(f"{source}: missing required key '{key}'")
         else:
             got = err.get("input")
-            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+            got_s = "" if isinstance(got, dict) else f" (got {clip(repr(got))})"
             lines.append(f"{source}: '{key}': {err['msg']}{got_s}")
     return "; ".join(lines)
 
@@ -101,17 +162,21 @@ def validate(model: type[M], data: Any, source: str = "config") -> M:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes is not a config (at most {MAX_YAML_BYTES})")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config ({exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(f"{path}: invalid YAML{where}: {clip(str(getattr(exc, 'problem', exc)), 200)}") from None
+    except RecursionError:  # nesting PyYAML's scanner cannot follow, below our own depth check
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -123,11 +188,15 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Apply ``key.sub=value`` strings (values parsed as YAML scalars/lists) to a nested dict, in order."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=2e-4")
+            raise ConfigError(f"--set {clip(repr(item))}: expected KEY=VALUE, e.g. --set train.lr=2e-4")
         key, raw = item.split("=", 1)
+        if len(raw) > MAX_YAML_BYTES:
+            raise ConfigError(f"--set {clip(key)}: a {len(raw)}-character value is not a setting")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
+            value = parse_yaml(raw) if raw != "" else ""
+        except _TooComplex as exc:
+            raise ConfigError(f"--set {clip(key)}: {exc}") from None
+        except (yaml.YAMLError, RecursionError):
             value = raw
         node = data
         parts = key.strip().split(".")
@@ -136,7 +205,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
+                raise ConfigError(f"--set {clip(key)}: '{clip(part)}' is a value, not a section")
             node = child
         node[parts[-1]] = value
     return data
@@ -149,4 +218,4 @@ def load_config(model: type[M], path: str | Path, overrides: list[str] | None = 
 
 def dump_config(cfg: BaseModel, path: str | Path) -> None:
     """Write the resolved config (every default made explicit) next to a run's outputs."""
-    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    atomic_write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -9,9 +9,20 @@ from __future__ import annotations
 
 
 class SrkdError(Exception):
-    """A problem caused by the user's input or environment (bad file, bad config, missing data...)."""
+    """A problem caused by the user's input or environment (bad file, bad config, missing data...).
+
+    The message is cut at ``MAX_MESSAGE`` characters: messages quote what they refuse, and what they refuse may
+    be a crafted megabyte (a YAML alias bomb once printed a 312 MB line). Each message clips its own quotes too;
+    this is the net under all of them.
+    """
 
     exit_code = 2
+    MAX_MESSAGE = 2000
+
+    def __init__(self, *args: object) -> None:
+        if args and isinstance(args[0], str) and len(args[0]) > self.MAX_MESSAGE:
+            args = (f"{args[0][:self.MAX_MESSAGE]}... (message cut at {self.MAX_MESSAGE} characters)", *args[1:])
+        super().__init__(*args)
 
 
 class ConfigError(SrkdError):

@@ -2,16 +2,17 @@
 
 A checkpoint is self-describing (``--model FILE`` needs no architecture flags): the metadata hold the registry
 name, the constructor keyword arguments (JSON), the scale(s) the weights serve and the colour mode. safetensors
-cannot execute code when read, unlike pickles, so loading a file from the internet is safe. Writes go to a
-temporary file in the same folder that is fsync'ed and then renamed over the target, so a crash or a kill never
-leaves a half-written checkpoint under the final name.
+cannot execute code when read, unlike pickles, so loading a file from the internet is safe. Writes go through
+:func:`srkd.io.replacing` (a temporary twin, fsync'ed, given the umask's mode and renamed over the target), so a
+crash or a kill never leaves a half-written checkpoint under the final name.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ import torch.nn as nn
 
 from srkd.checkpoint import zoo
 from srkd.errors import CheckpointError, SrkdError
+from srkd.io import replacing
 
 FORMAT = "srkd-model"
 FORMAT_VERSION = 1
+MAX_SCALE = 16  # the largest upscaling factor a checkpoint may declare (papers stop at x8)
 # Keys written by srkd itself; user metadata may not shadow them.
 RESERVED_KEYS = ("format", "format_version", "srkd_version", "arch", "kwargs", "scale", "scales", "colour", "dtype")
 
@@ -100,29 +103,11 @@ def save_model(
 def _atomic_save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        try:  # make the rename itself durable
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError:
-            pass
+        with replacing(path) as tmp:
+            save_file(tensors, tmp, metadata=metadata)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot write checkpoint ({exc.strerror or exc})") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _raw_metadata(path: Path) -> dict[str, str] | None:
@@ -183,12 +168,116 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
                     out[key] = value  # written by another tool: keep the string
         if not isinstance(out.get("kwargs"), dict) or not isinstance(out.get("scales"), list) or "arch" not in out:
             raise ValueError("arch/kwargs/scales missing")
-        out["scales"] = [int(s) for s in out["scales"]]
+        if not 1 <= len(out["scales"]) <= MAX_KWARG_ITEMS or not all(
+                type(s) is int and 1 <= s <= MAX_SCALE for s in out["scales"]):
+            raise ValueError(f"scales must be a list of integers from 1 to {MAX_SCALE}")
         out.setdefault("scale", out["scales"][0])
+        if not 1 <= out["scale"] <= MAX_SCALE:
+            raise ValueError(f"scale must be an integer from 1 to {MAX_SCALE}")
         out.setdefault("colour", "rgb")
-    except (ValueError, TypeError, IndexError) as exc:
-        raise CheckpointError(f"{path}: corrupt srkd metadata ({exc})") from None
+    except (ValueError, TypeError, IndexError, OverflowError, RecursionError) as exc:
+        # RecursionError: JSON nested thousands deep; messages are cut, a crafted value must not flood the terminal
+        raise CheckpointError(f"{path}: corrupt srkd metadata ({_short(exc)})") from None
     return out
+
+
+# Bounds on what a file may ask srkd to build. Every integer argument of srkd's architectures is a positive size
+# or count (the largest in a published model: 256 features); the bounds only stop absurd values before they cost.
+MAX_KWARG_INT = 1 << 16
+MAX_KWARG_ITEMS = 64
+MAX_KWARG_DEPTH = 4
+MAX_KWARG_TEXT = 64
+
+
+def check_model_kwargs(kwargs: Any, source: Any) -> None:
+    """Refuse (one-line CheckpointError naming ``source`` and the argument) model keyword arguments that no srkd
+    architecture takes: a non-positive or huge integer, a non-finite number, a long string, a deep or long list.
+    Without it a bad value surfaces as a traceback from deep inside torch, or as a huge allocation."""
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{source}: model arguments must be a mapping, not {type(kwargs).__name__}")
+
+    def check(name: str, value: Any, depth: int) -> None:
+        if depth > MAX_KWARG_DEPTH:
+            raise CheckpointError(f"{source}: model argument {name} is nested too deeply")
+        if value is None or isinstance(value, bool):
+            return
+        if isinstance(value, int):
+            if not 1 <= value <= MAX_KWARG_INT:
+                raise CheckpointError(
+                    f"{source}: model argument {name} must be a positive integer up to {MAX_KWARG_INT}, "
+                    f"not {str(value)[:20]}"
+                )
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise CheckpointError(f"{source}: model argument {name} must be a finite number, not {value}")
+        elif isinstance(value, str):
+            if len(value) > MAX_KWARG_TEXT:
+                raise CheckpointError(f"{source}: model argument {name} is a {len(value)}-character string")
+        elif isinstance(value, (list, tuple)):
+            if len(value) > MAX_KWARG_ITEMS:
+                raise CheckpointError(f"{source}: model argument {name} has {len(value)} items (at most "
+                                      f"{MAX_KWARG_ITEMS})")
+            for i, v in enumerate(value):
+                check(f"{name}[{i}]", v, depth + 1)
+        else:
+            raise CheckpointError(f"{source}: model argument {name} has an unsupported type {type(value).__name__}")
+
+    if len(kwargs) > MAX_KWARG_ITEMS:
+        raise CheckpointError(f"{source}: {len(kwargs)} model arguments (at most {MAX_KWARG_ITEMS})")
+    for key, value in kwargs.items():
+        if not isinstance(key, str) or not key.isidentifier() or len(key) > MAX_KWARG_TEXT:
+            raise CheckpointError(f"{source}: {str(key)[:MAX_KWARG_TEXT]!r} is not a model argument name")
+        check(key, value, 0)
+
+
+class _TooBig(Exception):
+    """Raised from the parameter-registration hook to stop building a model that cannot fit its file."""
+
+
+def check_model_fits_file(arch: str, kwargs: dict[str, Any], file_bytes: int, source: Any) -> None:
+    """Refuse, before anything is allocated, a model whose parameters cannot be in a file of ``file_bytes``.
+
+    The weights must hold every parameter (loading is strict) at one byte per value at least, so a model with
+    more values, or more parameter tensors than the file could list, was described by tampered or mistaken
+    metadata (``n_feats`` 3000 in a 2.7 KB file asks for 1.2 GB). The network is built on torch's ``meta``
+    device (no memory), and a registration hook stops the build as soon as the count passes the bound, so even
+    a block count of 10^5 costs milliseconds, not minutes.
+    """
+    from srkd.models import build_model
+
+    check_model_kwargs(kwargs, source)
+    seen = {"values": 0, "tensors": 0}
+
+    def count(_module: nn.Module, _name: str, param: nn.Parameter | None) -> None:
+        if param is None:
+            return
+        seen["values"] += param.numel()
+        seen["tensors"] += 1
+        if seen["values"] > file_bytes or seen["tensors"] * _MIN_TENSOR_BYTES > file_bytes:
+            raise _TooBig
+
+    handle = torch.nn.modules.module.register_module_parameter_registration_hook(count)
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zero-element meta tensors warn
+            build_model(arch, **kwargs)
+    except _TooBig:
+        raise CheckpointError(
+            f"{source}: its metadata describe a {arch}({_kwargs_text(kwargs)[:200]}) with more weights than a "
+            f"{file_bytes}-byte file can hold; the file is damaged or its metadata were edited"
+        ) from None
+    except SrkdError as exc:
+        raise CheckpointError(f"{source}: cannot rebuild the model: {str(exc)[:300]}") from None
+    except Exception as exc:  # noqa: BLE001 - a value no constructor takes: torch's message, one line
+        raise CheckpointError(
+            f"{source}: cannot build {arch}({_kwargs_text(kwargs)[:200]}): {_short(exc)}"
+        ) from None
+    finally:
+        handle.remove()
+
+
+# A safetensors header lists each tensor with its name, dtype, shape and offsets: some 40 bytes at the least.
+_MIN_TENSOR_BYTES = 40
 
 
 def load_model(
@@ -220,6 +309,7 @@ def load_model(
         raise CheckpointError(
             f"{path}: a {arch} model for {meta['colour'].upper()} images, but {colour.upper()} was requested"
         )
+    check_model_fits_file(arch, kwargs, path.stat().st_size, path)
     try:
         model = build_model(arch, **kwargs)
     except SrkdError as exc:

@@ -11,17 +11,19 @@ import argparse
 from fractions import Fraction
 from pathlib import Path
 
+from srkd.config_base import clip
 from srkd.errors import SrkdError
 
 
 def parse_scale(text: str) -> float:
     """``"4"``, ``"0.25"`` or ``"1/3"`` -> a positive float."""
+    shown = clip(text, 40)  # the message never echoes a pasted megabyte
     try:
         value = float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise SrkdError(f"--scale: {text!r} is not a number or fraction (e.g. 4, 0.25, 1/3)") from None
-    if not value > 0:
-        raise SrkdError(f"--scale: must be positive, got {text}")
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise SrkdError(f"--scale: {shown!r} is not a number or fraction (e.g. 4, 0.25, 1/3)") from None
+    if not 0 < value < float("inf"):
+        raise SrkdError(f"--scale: must be positive and finite, got {shown}")
     return value
 
 
@@ -37,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from srkd.data.images import MAX_PIXELS, is_image_file, list_images, read_image, write_image
+    from srkd.data.images import check_output_pixels, is_image_file, list_images, read_image, write_image
     from srkd.ops.imresize import imresize, output_size
 
     scale = parse_scale(args.scale)
@@ -62,8 +64,11 @@ def run(args: argparse.Namespace) -> int:
         img = read_image(path, mode="unchanged")
         height, width = img.shape[-2:]
         new_h, new_w = output_size(height, scale), output_size(width, scale)
-        if new_h * new_w > MAX_PIXELS:
-            raise SrkdError(f"{path}: {width}x{height} x {args.scale} would be {new_w}x{new_h}, too large")
-        write_image(out, imresize(img, scale=scale, antialias=not args.no_antialias))
+        check_output_pixels(new_h, new_w, f"{path} ({width}x{height} x {args.scale})")
+        try:
+            resized = imresize(img, scale=scale, antialias=not args.no_antialias)
+        except ValueError as exc:  # a scale that shrinks a side below one pixel
+            raise SrkdError(f"{path}: {exc}") from None
+        write_image(out, resized)
         print(f"{path} ({width}x{height}) -> {out} ({new_w}x{new_h})")
     return 0

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from srkd.data.images import read_image, write_image
+    from srkd.data.images import check_output_pixels, read_image, write_image
     from srkd.evaluation.upscale import resolve_device, upscale_image
     from srkd.models import model_scale
 
@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
                     lr = read_image(src)
                 for warning in caught:
                     _report(bar, f"warning: {warning.message}")
+                check_output_pixels(lr.shape[-2] * scale, lr.shape[-1] * scale, src)
                 sr = upscale_image(
                     model,
                     lr,

@@ -8,9 +8,9 @@ the keys *that method* accepts. Every run directory keeps the resolved config (a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from srkd.config_base import Milestones, StrictModel, format_validation_error
@@ -18,9 +18,37 @@ from srkd.distill.base import MethodConfig
 from srkd.errors import ConfigError
 
 
+def _model_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The bounds a checkpoint's metadata get (positive integers, finite numbers...), for a config's too: a
+    negative ``n_feats`` is a one-line error naming it, not a traceback from inside torch."""
+    from srkd.checkpoint.io import check_model_kwargs
+    from srkd.errors import CheckpointError
+
+    try:
+        check_model_kwargs(kwargs, "kwargs")
+    except CheckpointError as exc:
+        raise ValueError(str(exc).removeprefix("kwargs: ")) from None
+    return kwargs
+
+
+ModelKwargs = Annotated[dict[str, Any], AfterValidator(_model_kwargs)]
+
+
+def _betas(betas: tuple[float, float]) -> tuple[float, float]:
+    if not all(0 <= b < 1 for b in betas):
+        raise ValueError("Adam's betas must each be in [0, 1)")
+    return betas
+
+
+# A training batch's HR patches, in values (batch_size * (lr_patch * scale)^2 * 3): 2^28 is 1 GiB of float32,
+# some 60x the paper recipes' batch of 16 x 192^2 patches.
+MAX_BATCH_VALUES = 1 << 28
+SEED_MAX = 2**63 - 2**40  # torch's seed is 64-bit and each rank adds 1_000_003 * rank
+
+
 class StudentConfig(StrictModel):
     arch: str
-    kwargs: dict[str, Any] = {}
+    kwargs: ModelKwargs = {}
     # Warm start from an srkd checkpoint (e.g. DUKD's x4 student starts from its x2 one): tensors whose name
     # and shape match are copied, the rest (the upsampler of another scale) keep their fresh initialisation.
     init: str | None = None
@@ -35,7 +63,7 @@ class TeacherConfig(StrictModel):
 
     checkpoint: str | None = None
     arch: str | None = None
-    kwargs: dict[str, Any] = {}
+    kwargs: ModelKwargs = {}
 
     @model_validator(mode="after")
     def _checkpoint_or_arch(self) -> TeacherConfig:
@@ -50,26 +78,26 @@ class DataConfig(StrictModel):
     train: list[str] = []  # dataset names or folders of HR images
     val: list[str] = []  # benchmark names or HR folders, evaluated every train.val_every iterations
     data_root: str | None = None
-    lr_patch: int = Field(48, ge=4)
-    batch_size: int = Field(16, ge=1)  # per rank: the global batch is batch_size * world_size
+    lr_patch: int = Field(48, ge=4, le=4096)
+    batch_size: int = Field(16, ge=1, le=65536)  # per rank: the global batch is batch_size * world_size
     colour: Literal["rgb", "y"] | None = None  # None: the student's colour mode
     augment: bool = True
 
 
 class OptimConfig(StrictModel):
     name: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(1e-4, gt=0)
-    betas: tuple[float, float] = (0.9, 0.99)
-    eps: float = 1e-8
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0)  # sgd only
+    lr: float = Field(1e-4, gt=0, allow_inf_nan=False)
+    betas: Annotated[tuple[float, float], AfterValidator(_betas)] = (0.9, 0.99)
+    eps: float = Field(1e-8, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
+    momentum: float = Field(0.9, ge=0, allow_inf_nan=False)  # sgd only
 
 
 class SchedConfig(StrictModel):
     """Per-iteration step decay: MultiStepLR at ``milestones``, or StepLR every ``step_size`` iterations."""
 
     milestones: Milestones = []
-    gamma: float = Field(0.1, gt=0)
+    gamma: float = Field(0.1, gt=0, allow_inf_nan=False)
     step_size: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
@@ -82,8 +110,8 @@ class SchedConfig(StrictModel):
 
 
 class TrainLoopConfig(StrictModel):
-    iterations: int = Field(ge=1)
-    grad_clip: float | None = Field(None, gt=0)
+    iterations: int = Field(ge=1, le=10**12)
+    grad_clip: float | None = Field(None, gt=0, allow_inf_nan=False)
     ema: float | None = Field(None, gt=0, lt=1)  # EMA decay of the student weights, e.g. 0.999
     val_every: int = Field(5000, ge=0)  # 0: validate only at the end
     ckpt_every: int = Field(5000, ge=1)
@@ -99,8 +127,8 @@ class TrainLoopConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-    seed: int = 0
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", max_length=128)  # a folder name: runs/<name>
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     scale: int = Field(ge=1, le=8)
     out_dir: str | None = None  # default runs/<name>
     student: StudentConfig
@@ -115,6 +143,17 @@ class TrainConfig(StrictModel):
     @classmethod
     def _method_config(cls, value: Any) -> Any:
         return resolve_method_config(value)
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> TrainConfig:
+        values = self.data.batch_size * (self.data.lr_patch * self.scale) ** 2 * 3
+        if values > MAX_BATCH_VALUES:
+            raise PydanticCustomError(
+                "batch", "data.batch_size {b} x data.lr_patch {p} at x{s} makes HR batches of {gib:.1f} GiB "
+                "(float32); at most {limit} values: lower data.batch_size or data.lr_patch",
+                {"b": self.data.batch_size, "p": self.data.lr_patch, "s": self.scale, "gib": values * 4 / 2**30,
+                 "limit": MAX_BATCH_VALUES})
+        return self
 
     @model_validator(mode="after")
     def _method_fits_the_run(self) -> TrainConfig:

@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from srkd.data.images import quantize
+from srkd.data.images import check_output_pixels, quantize
 from srkd.errors import SrkdError
 from srkd.models import model_scale
 from srkd.models.taps import unwrap_model
@@ -297,6 +297,7 @@ def tiled_super_resolve(
     s = int(scale or model_scale(net))
     dev = resolve_device(device, model)
     _, h, w = lr.shape
+    check_output_pixels(h * s, w * s, f"{w}x{h} x{s}")
     out = torch.empty(3, h * s, w * s, dtype=out_dtype)
     out_y = (
         torch.empty(1, h * s, w * s, dtype=out_dtype)

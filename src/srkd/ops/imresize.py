@@ -34,6 +34,8 @@ __all__ = ["imresize", "output_size"]
 # arithmetic on the band's zeros, larger ones amortise the per-call overhead.
 TILE_INPUT_ROWS = 64
 TILE_OUTPUT_ROWS = 64
+# Shrinking is refused below 1 / (side + this): the kernel then spans at most ~4 (side + 16) input pixels.
+MIN_SCALE_SLACK = 16
 
 
 def output_size(in_size: int, scale: float) -> int:
@@ -241,6 +243,12 @@ def imresize(
         if not scale > 0:
             raise ValueError(f"imresize: scale must be positive, got {scale}")
         scale_h = scale_w = float(scale)
+        side = min(in_h, in_w)
+        if scale_h * (side + MIN_SCALE_SLACK) < 1:
+            # the output is clamped to one pixel, but the kernel still spans 4/scale input pixels: 1e-7 meant a
+            # 40-million-tap filter (3.4 GB, 22 s) to compute a single pixel
+            raise ValueError(f"scale {scale:g} shrinks the {side}-pixel side of a {in_w}x{in_h} image far below "
+                             f"one pixel (the smallest scale for it is 1/{side + MIN_SCALE_SLACK})")
         out_h, out_w = output_size(in_h, scale_h), output_size(in_w, scale_w)
 
     is_uint8 = x.dtype == torch.uint8
