@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import shutil
 import tarfile
 import threading
 import zipfile
@@ -391,6 +393,55 @@ def test_install_files_dataset_then_verify(server, tmp_path, monkeypatch):
     (folder / "HR/img1.png").write_bytes(b"tampered")
     ok, line = dl.verify("Tiny", root)
     assert not ok and "HR/img1.png" in line
+    # a missing or damaged install record does not turn the set into "placed by hand": the shipped hashes decide
+    for damage in ("{not json", None):
+        if damage is None:
+            (folder / registry.MARKER).unlink()
+        else:
+            (folder / registry.MARKER).write_text(damage)
+        ok, line = dl.verify("Tiny", root)
+        assert not ok and "HR/img1.png" in line and "no readable install record" in line
+
+
+def test_shipped_checksums_are_package_data():
+    """The per-file hashes are a JSON file beside the code, listed in pyproject's package data."""
+    from importlib import resources
+
+    import srkd.data.checksums as sums
+
+    data = json.loads(resources.files("srkd.data").joinpath("checksums.json").read_text())
+    assert set(data["files"]) == {"Set5", "Set14", "T91", "BSD200", "General100"}
+    assert sums.file_sha256("Set5") == data["files"]["Set5"]
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert '"data/*.json"' in pyproject
+
+
+def test_md5_only_archive_gets_its_sha256_recorded_and_used(server, tmp_path, monkeypatch):
+    body = _archive_dataset(server, tmp_path, monkeypatch, None)
+    info = registry.DATASETS["Tiny"]
+    monkeypatch.setitem(registry.DATASETS, "Tiny", registry.DatasetInfo(
+        **{**info.__dict__, "md5": hashlib.md5(body).hexdigest()}))
+    info = registry.DATASETS["Tiny"]
+    root = tmp_path / "root"
+    assert registry.checksum_kind(info, root) == "md5 (published); sha256 recorded at first download"
+    folder = dl.install("Tiny", root, progress=False, _allow_insecure_for_tests=True)
+    assert "its sha256 recorded now" in registry.read_marker(folder)["verified_by"]
+    assert registry.recorded_sha256(info, root) == _sha(body)
+    assert registry.checksum_kind(info, root) == "md5 (published) + sha256 (recorded)"
+    # later downloads are held to the recorded sha256: a tampered record makes them fail
+    shutil.rmtree(folder)
+    recorded = root / "downloads" / registry.RECORDED
+    recorded.write_text(recorded.read_text().replace(_sha(body), "0" * 64))
+    with pytest.raises(DataError, match="checksum mismatch"):
+        dl.install("Tiny", root, progress=False, _allow_insecure_for_tests=True)
+
+
+def test_data_list_says_which_checksum(tmp_path, capsys):
+    from srkd.cli.main import main
+
+    assert main(["data", "list", "--data-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "sha256 per file" in out and "md5 (published)" in out and "sha256 (published)" in out
 
 
 def test_install_files_with_bad_file_leaves_no_dataset(server, tmp_path, monkeypatch):

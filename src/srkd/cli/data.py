@@ -58,17 +58,17 @@ def _list(args: argparse.Namespace) -> int:
 
     root = registry.data_root(args.data_root)
     table = Table(title=f"datasets in {root}")
-    for col in ("name", "kind", "images", "size", "present", "verified", "from"):
-        table.add_column(col, overflow="fold")
+    for col in ("name", "kind", "images", "size", "present", "verified", "checksum", "from"):
+        table.add_column(col, overflow="fold", no_wrap=col == "name")
     for info in registry.DATASETS.values():
         present, verified = registry.status(info.name, args.data_root)
         size = _size(info.size_bytes) if info.url else "manual"
         host = urllib.parse.urlsplit(info.url).hostname if info.url else "on request"
         table.add_row(info.name, info.kind, str(info.n_images), size, "yes" if present else "no", verified,
-                      host or "")
-    table.add_row("samples-train", "train", "6", "bundled", "yes", "-", "scikit-image")
-    table.add_row("samples-val", "benchmark", "2", "bundled", "yes", "-", "scikit-image")
-    Console().print(table)
+                      registry.checksum_kind(info, args.data_root) if info.url else "-", host or "")
+    table.add_row("samples-train", "train", "6", "bundled", "yes", "-", "-", "scikit-image")
+    table.add_row("samples-val", "benchmark", "2", "bundled", "yes", "-", "-", "scikit-image")
+    Console(width=None if sys.stdout.isatty() else 160).print(table)  # piped: one line per dataset
     return 0
 
 

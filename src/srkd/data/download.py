@@ -512,9 +512,20 @@ def _install_archive(
 ) -> dict[str, Any]:
     assert info.url is not None
     archive = downloads / PurePosixPath(urllib.parse.urlsplit(info.url).path).name
-    archive_sha = download(info.url, archive, info.sha256, progress, md5=info.md5,
+    recorded = registry.recorded_sha256(info, downloads.parent)
+    archive_sha = download(info.url, archive, info.sha256 or recorded, progress, md5=info.md5,
                            allow_unverified=allow_unverified, _allow_insecure_for_tests=insecure)
-    verified_by = "sha256 of the archive" if info.sha256 else "md5 of the archive" if info.md5 else "none"
+    if info.sha256:
+        verified_by = "sha256 of the archive"
+    elif recorded:
+        verified_by = "sha256 of the archive (recorded at its first md5-verified download) and its md5"
+    elif info.md5:
+        # the source publishes md5 only: the sha256 of the file that matched it is recorded, so every later
+        # download of this set is held to sha256
+        registry.record_sha256(info, downloads.parent, archive_sha)
+        verified_by = "md5 of the archive (its sha256 recorded now)"
+    else:
+        verified_by = "none"
     extracted = safe_extract(archive, staging / ".extracted")
     try:
         hr_src = _find_hr(extracted, info)
@@ -577,22 +588,29 @@ def _count_bar(label: str, total: int, enabled: bool) -> Iterator[Callable[[int]
 
 
 def verify(name: str, root: str | os.PathLike[str] | None = None) -> tuple[bool, str]:
-    """Re-hash an installed dataset against its install record: (ok, one-line summary)."""
+    """Re-hash an installed dataset against the hashes srkd ships (sets fetched file by file) or, for sets
+    installed from an archive, its install record: (ok, one-line summary). A missing or damaged record does not
+    make a set "placed by hand" when srkd ships its hashes: the files are checked against those."""
     info = registry.get(name)
     folder = registry.data_root(root) / info.name
     if not registry.is_present(info.name, root):
         return False, f"{info.name}: not present in {folder} (run `srkd data download {info.name}`)"
     marker = registry.read_marker(folder)
-    if marker is None:
-        n = sum(1 for p in (folder / registry.HR_DIR).iterdir() if is_image_file(p))
-        return True, f"{info.name}: {n} images, placed by hand (nothing to verify against)"
-    expected: dict[str, str] = dict(marker.get("files", {}))
+    recorded = marker.get("files") if isinstance(marker, dict) else None
     known = file_sha256(info.name)
     if known:  # files srkd fetched one by one: check against the shipped hashes, not only the record
-        expected = known
+        expected, how = known, "srkd's shipped sha256 of every file"
+    elif isinstance(recorded, dict) and all(isinstance(v, str) for v in recorded.values()):
+        expected, how = {str(k): v for k, v in recorded.items()}, f"the install record ({(marker or {}).get('verified_by')})"
+    else:
+        n = sum(1 for p in (folder / registry.HR_DIR).iterdir() if is_image_file(p))
+        what = "placed by hand" if not (folder / registry.MARKER).exists() else "install record damaged"
+        return True, (f"{info.name}: {n} images, {what}; srkd ships no per-file hashes for it, so there is "
+                      "nothing to verify against (re-download it to verify)")
     bad = [rel for rel, digest in sorted(expected.items())
            if not (folder / rel).is_file() or sha256_file(folder / rel) != digest]
+    note = "" if marker is not None else " (no readable install record)"
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        return False, f"{info.name}: {len(bad)} of {len(expected)} files missing or changed: {shown}"
-    return True, f"{info.name}: OK ({len(expected)} files, verified at install by {marker.get('verified_by')})"
+        return False, f"{info.name}: {len(bad)} of {len(expected)} files missing or changed: {shown}{note}"
+    return True, f"{info.name}: OK ({len(expected)} files, checked against {how}){note}"

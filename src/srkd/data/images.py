@@ -165,7 +165,6 @@ def write_image(path: str | Path, img: torch.Tensor) -> None:
         img = quantize(img)
     array = img.detach().cpu().numpy()
     array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path}: unknown image format '{path.suffix}' (use .png, .jpg, .bmp, .tif or .webp)")

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from srkd.data.checksums import file_sha256
 from srkd.data.images import is_image_file
 from srkd.errors import DataError
+from srkd.io import atomic_write_text
 
 MARKER = ".srkd.json"
 HR_DIR = "HR"
@@ -182,12 +184,54 @@ def hr_dir(name: str, root: str | os.PathLike[str] | None = None) -> Path:
     return dataset_dir(name, root) / HR_DIR
 
 
+RECORDED = "recorded-sha256.json"  # under <data root>/downloads: sha256 of archives whose source publishes md5
+
+
+def recorded_sha256(info: DatasetInfo, root: Path) -> str | None:
+    """The sha256 srkd recorded for ``info``'s archive at its first md5-verified download (None if none yet)."""
+    try:
+        entry = json.loads((root / "downloads" / RECORDED).read_text()).get(info.url or "", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    digest = entry.get("sha256") if isinstance(entry, dict) and entry.get("md5") == info.md5 else None
+    return digest if isinstance(digest, str) and len(digest) == 64 else None
+
+
+def record_sha256(info: DatasetInfo, root: Path, sha256: str) -> None:
+    """Remember the sha256 of an archive that matched its published md5, so later downloads check sha256."""
+    path = root / "downloads" / RECORDED
+    try:
+        table = json.loads(path.read_text())
+        table = table if isinstance(table, dict) else {}
+    except (OSError, ValueError):
+        table = {}
+    table[info.url or info.name] = {"name": info.name, "md5": info.md5, "sha256": sha256}
+    try:
+        atomic_write_text(path, json.dumps(table, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        pass  # the install itself succeeded; the next download is then held to md5 again
+
+
+def checksum_kind(info: DatasetInfo, root: str | os.PathLike[str] | None = None) -> str:
+    """What a download of ``info`` is verified by, for ``srkd data list``."""
+    if file_sha256(info.name):
+        return "sha256 per file (shipped)"
+    if info.sha256:
+        return "sha256 (published)"
+    if info.md5:
+        if recorded_sha256(info, data_root(root)):
+            return "md5 (published) + sha256 (recorded)"
+        return "md5 (published); sha256 recorded at first download"
+    return "-"
+
+
 def read_marker(folder: Path) -> dict[str, Any] | None:
     """The install record of a dataset folder, or ``None`` (not installed by srkd, or unreadable)."""
     try:
-        return json.loads((folder / MARKER).read_text())
-    except (OSError, ValueError):
+        marker = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError, RecursionError):
         return None
+    return marker if isinstance(marker, dict) else None
 
 
 def is_present(name: str, root: str | os.PathLike[str] | None = None) -> bool:
