@@ -8,6 +8,9 @@ of ``.ref/basicsr-1.4.2.tar.gz`` (fetched by ``make dev``) and executed as modul
 
 Usage: ``ref = basicsr_reference()`` (skips the calling test with the reason when the sdist or cv2 is missing), then
 ``ref.imresize``, ``ref.calculate_psnr``, ``ref.calculate_ssim``, ``ref.bgr2ycbcr``...
+
+``basicsr_archs()`` does the same for BasicSR's EDSR, RCAN and SwinIR classes (architecture parity, and loading
+students converted ``--to basicsr`` with ``strict=True``).
 """
 
 from __future__ import annotations
@@ -97,3 +100,61 @@ def basicsr_reference() -> types.SimpleNamespace:
             "opencv-python-headless is not installed (it is in the dev extras: pip install -e '.[dev]')"
         )
     return _cached(str(SDIST))
+
+
+def basicsr_archs() -> types.SimpleNamespace:
+    """BasicSR 1.4.2's ``EDSR``, ``RCAN`` and ``SwinIR`` classes, or skip the calling test without the sdist.
+
+    ``arch_util`` imports torchvision, the deformable-conv ops and the logger: stand-ins are enough for these
+    three networks, which use none of them."""
+    if not SDIST.is_file():
+        pytest.skip(f"BasicSR reference sdist not found at {SDIST} (run `make dev` to fetch it)")
+    return _cached_archs(str(SDIST))
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_archs(sdist: str) -> types.SimpleNamespace:
+    import torch.nn as nn
+
+    names = ["arch_util", "edsr_arch", "rcan_arch", "swinir_arch"]
+    with tarfile.open(sdist) as tar:
+        sources = {}
+        for n in names:
+            member = tar.extractfile(f"{_ROOT}archs/{n}.py")
+            if member is None:
+                raise FileNotFoundError(f"{sdist}: {_ROOT}archs/{n}.py missing")
+            sources[n] = member.read().decode("utf-8")
+    registry = types.SimpleNamespace(register=lambda obj=None: obj if obj is not None else (lambda f: f))
+    stub_names = ["torchvision", "basicsr", "basicsr.ops", "basicsr.ops.dcn", "basicsr.utils",
+                  "basicsr.utils.registry", "basicsr.archs"]
+    stubs: dict[str, types.ModuleType] = {n: types.ModuleType(n) for n in stub_names}
+    stubs["basicsr.archs"].__path__ = []
+    stubs["basicsr.utils.registry"].ARCH_REGISTRY = registry  # type: ignore[attr-defined]
+    stubs["basicsr.ops.dcn"].ModulatedDeformConvPack = nn.Module  # type: ignore[attr-defined]
+    stubs["basicsr.ops.dcn"].modulated_deform_conv = None  # type: ignore[attr-defined]
+    stubs["basicsr.utils"].get_root_logger = None  # type: ignore[attr-defined]
+    try:
+        import distutils.version  # noqa: F401  (arch_util imports LooseVersion; gone in Python 3.12)
+    except ImportError:
+        stubs["distutils"] = types.ModuleType("distutils")
+        version = types.ModuleType("distutils.version")
+        version.LooseVersion = str  # type: ignore[attr-defined]
+        stubs["distutils.version"] = version
+    modules: dict[str, types.ModuleType] = {}
+    saved = {n: sys.modules.get(n) for n in [*stubs, *(f"basicsr.archs.{n}" for n in names)]}
+    try:
+        sys.modules.update(stubs)
+        for n in names:
+            mod = types.ModuleType(f"basicsr.archs.{n}")
+            mod.__package__ = "basicsr.archs"
+            sys.modules[mod.__name__] = modules[n] = mod
+            exec(compile(sources[n], f"{sdist}/{n}.py", "exec"), mod.__dict__)
+    finally:
+        for n, old in saved.items():
+            if old is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = old
+    return types.SimpleNamespace(
+        EDSR=modules["edsr_arch"].EDSR, RCAN=modules["rcan_arch"].RCAN, SwinIR=modules["swinir_arch"].SwinIR
+    )

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-import tarfile
-import types
-
 import pytest
 import torch
 import torch.nn as nn
+from reference import basicsr_archs
 
 from srkd.errors import SrkdError
 from srkd.models import build_model, run_sr
@@ -223,57 +220,6 @@ def test_identity_init_makes_every_body_block_pass_its_input(arch, kwargs) -> No
 # ---- numerical parity with BasicSR 1.4.2's architectures (read from the sdist, skipped without it) ----------
 
 
-def _basicsr_archs() -> types.SimpleNamespace:
-    from conftest import BASICSR_SDIST
-
-    if not BASICSR_SDIST.exists():
-        pytest.skip(f"BasicSR reference sdist not found at {BASICSR_SDIST} (run `make dev` to fetch it)")
-    names = ["arch_util", "edsr_arch", "rcan_arch", "swinir_arch"]
-    with tarfile.open(BASICSR_SDIST) as tar:
-        sources = {n: tar.extractfile(f"basicsr-1.4.2/basicsr/archs/{n}.py").read().decode() for n in names}
-    registry = types.SimpleNamespace(register=lambda obj=None: obj if obj is not None else (lambda f: f))
-    stubs = {
-        n: types.ModuleType(n)
-        for n in [
-            "torchvision",
-            "basicsr",
-            "basicsr.ops",
-            "basicsr.ops.dcn",
-            "basicsr.utils",
-            "basicsr.utils.registry",
-            "basicsr.archs",
-        ]
-    }
-    stubs["basicsr.archs"].__path__ = []
-    stubs["basicsr.utils.registry"].ARCH_REGISTRY = registry
-    stubs["basicsr.ops.dcn"].ModulatedDeformConvPack = nn.Module
-    stubs["basicsr.ops.dcn"].modulated_deform_conv = None
-    stubs["basicsr.utils"].get_root_logger = None
-    try:
-        import distutils.version  # noqa: F401  (arch_util imports LooseVersion; gone in Python 3.12)
-    except ImportError:
-        stubs["distutils"] = types.ModuleType("distutils")
-        stubs["distutils.version"] = types.SimpleNamespace(LooseVersion=str)
-    modules = {}
-    saved = {n: sys.modules.get(n) for n in [*stubs, *(f"basicsr.archs.{n}" for n in names)]}
-    try:
-        sys.modules.update(stubs)
-        for n in names:
-            mod = types.ModuleType(f"basicsr.archs.{n}")
-            mod.__package__ = "basicsr.archs"
-            sys.modules[mod.__name__] = modules[n] = mod
-            exec(compile(sources[n], f"{BASICSR_SDIST}/{n}.py", "exec"), mod.__dict__)
-    finally:
-        for n, old in saved.items():
-            if old is None:
-                sys.modules.pop(n, None)
-            else:
-                sys.modules[n] = old
-    return types.SimpleNamespace(
-        EDSR=modules["edsr_arch"].EDSR, RCAN=modules["rcan_arch"].RCAN, SwinIR=modules["swinir_arch"].SwinIR
-    )
-
-
 # The renames documented in each arch file (what `srkd convert` applies to BasicSR checkpoints).
 BASICSR_RENAMES = {
     "conv_first.": "head.",
@@ -297,7 +243,7 @@ def _from_basicsr(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 @pytest.mark.filterwarnings("ignore:torch.meshgrid")  # raised inside BasicSR's SwinIR
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_numerically_equal_to_basicsr(scale: int) -> None:
-    ref = _basicsr_archs()
+    ref = basicsr_archs()
     torch.manual_seed(scale)
     pairs = [
         (
