@@ -155,3 +155,15 @@ def test_download_from_a_local_copy_then_train_a_kd_student_from_zoo(tmp_path, c
     ])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "run" / "last.safetensors").is_file()
+
+
+@pytest.mark.shared
+def test_demo_takes_a_downloaded_zoo_teacher_by_name(capsys) -> None:
+    from srkd.cli.demo import teacher_path
+    from srkd.demo import TEACHER_PATH
+
+    assert teacher_path(None) == TEACHER_PATH
+    with pytest.raises(CheckpointError, match="srkd teachers download bsrn-x2"):
+        teacher_path("bsrn-x2")  # never downloads: the demo stays offline
+    fetch("bsrn-x2", source=str(shared_file(zoo.get("bsrn-x2"))))
+    assert teacher_path("bsrn-x2") == teacher_path("zoo:bsrn-x2") == zoo.cached_path("bsrn-x2")

@@ -33,14 +33,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations-datafree", type=_positive, metavar="N",
                         help="data-free student iterations (default: the ~5-minute budget)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of both acts (default 0)")
-    parser.add_argument("--teacher", type=Path, metavar="FILE",
-                        help="an x2 RGB srkd checkpoint to use instead of the bundled EDSR 64f/16b teacher")
+    parser.add_argument("--teacher", metavar="FILE|NAME",
+                        help="an x2 RGB srkd checkpoint, or a downloaded zoo teacher (`srkd teachers download "
+                             "bsrn-x2`, then --teacher bsrn-x2), instead of the bundled EDSR 64f/16b teacher")
+
+
+def teacher_path(spec: str | None) -> Path:
+    """The demo's teacher file: the bundled one, a checkpoint path, or a zoo name that must be downloaded already
+    (the demo never touches the network)."""
+    from srkd.checkpoint import zoo
+    from srkd.demo import TEACHER_PATH
+
+    if spec is None:
+        return TEACHER_PATH
+    if Path(spec).exists() or not (zoo.is_zoo_spec(spec) or spec.lower() in zoo.catalog()):
+        return Path(spec)
+    return zoo.resolve(spec if zoo.is_zoo_spec(spec) else zoo.PREFIX + spec.lower())
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from srkd.demo import TEACHER_PATH, DemoOptions, run_demo
+    from srkd.demo import DemoOptions, run_demo
 
     opts = DemoOptions(
         out=args.out,
@@ -49,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         iterations_dukd=args.iterations_dukd,
         iterations_datafree=args.iterations_datafree,
         seed=args.seed,
-        teacher=args.teacher or TEACHER_PATH,
+        teacher=teacher_path(args.teacher),
     )
     console = Console()
     try:
