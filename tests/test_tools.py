@@ -87,3 +87,28 @@ def test_the_whole_tool_probes_trains_and_exports(tmp_path: Path) -> None:
         trained = load_config(TrainConfig, runs / name / "config.yaml")
         assert trained.train.iterations == summary["iterations"][name]
         assert (out / f"{name}.log.jsonl").is_file()
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_summary_uses_only_complete_seeds_and_pairs_the_differences(tmp_path) -> None:
+    import json
+
+    tool = _load("summarize_paired")
+    psnr = {("kd", 1): 30.0, ("kd", 2): 30.4, ("dukd", 1): 30.1, ("dukd", 2): 30.3, ("kd", 3): 31.0}
+    for (method, seed), value in psnr.items():
+        run = tmp_path / f"{method}-s{seed}-100"
+        run.mkdir()
+        (run / "eval.json").write_text(json.dumps({"Set5": {"psnr_y": value}}))
+    summary = tool.summarize(tool.load(tmp_path, 100, ["kd", "dukd"]))
+    assert summary["seeds"] == [1, 2]  # seed 3 has no DUKD run: left out, so every difference is paired
+    pair = summary["paired"]["dukd - kd"]["Set5"]
+    assert pair["diffs"] == pytest.approx([0.1, -0.1])
+    assert pair["mean"] == pytest.approx(0.0) and pair["se"] == pytest.approx(0.1)
+    assert summary["mean"]["Set5"]["kd"] == pytest.approx(30.2)
