@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from srkd.checkpoint.io import save_model
 from srkd.cli.main import main
 from srkd.errors import SrkdError
-from srkd.export import check_export, export_onnx, real_input
+from srkd.export import FP16_TOLERANCE, check_export, export_onnx, real_input
 from srkd.models import build_model
 
 ort = pytest.importorskip("onnxruntime")
@@ -133,3 +134,41 @@ def test_bundled_trained_teacher_exports_within_tolerance_on_real_photos(tmp_pat
     out = export_onnx(model, tmp_path / "teacher.onnx", dynamic=True, size=(48, 40))
     rows = check_export(model, out, "onnx", [real_input(model, (48, 40)), real_input(model, (95, 121), batch=2)])
     assert max(r["max_abs_diff"] for r in rows) < 1e-4
+
+
+@pytest.mark.parametrize("arch", ["edsr", "vdsr"])
+def test_onnx_metadata_says_how_to_feed_the_graph(tmp_path, arch):
+    ckpt, model = checkpoint(tmp_path, arch)
+    out = tmp_path / f"{arch}.onnx"
+    assert main(["export", str(ckpt), "--onnx", str(out), "--input", "16x16"]) == 0
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    from srkd import __version__
+
+    assert props["srkd_version"] == __version__ and props["arch"] == arch
+    assert json.loads(props["kwargs"]) == json.loads(json.dumps(TINY[arch]))
+    assert props["scale"] == str(model.scale) and props["colour"] == model.colour
+    assert props["channels"] == str(model.in_channels) and props["value_range"] == "[0, 1]"
+    assert props["img_range"] == ("255" if arch == "edsr" else "1")  # EDSR scales by 255 inside; VDSR has none
+    assert props["upsample_input"] == ("true" if arch == "vdsr" else "false")
+    assert props["dtype"] == "float32" and props["layout"] == "NCHW"
+
+
+def test_fp16_onnx_is_half_precision_and_within_one_level_of_fp32(tmp_path, capsys):
+    ckpt, model = checkpoint(tmp_path, "edsr")
+    out = tmp_path / "half.onnx"
+    assert main(["export", str(ckpt), "--onnx", str(out), "--dynamic", "--fp16", "--input", "16x20"]) == 0
+    assert "(onnx, float16, edsr x4" in capsys.readouterr().out
+    proto = onnx.load(str(out))
+    half = onnx.TensorProto.FLOAT16
+    assert proto.graph.input[0].type.tensor_type.elem_type == half
+    assert proto.graph.output[0].type.tensor_type.elem_type == half
+    floats = [t for t in proto.graph.initializer if t.data_type in (half, onnx.TensorProto.FLOAT)]
+    assert floats and all(t.data_type == half for t in floats)
+    assert {p.key: p.value for p in proto.metadata_props}["dtype"] == "float16"
+    x = real_input(model, (21, 17))
+    got = run_onnx(out, x.half())
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert got.dtype == np.float16 and np.abs(got.astype(np.float32) - expected).max() < FP16_TOLERANCE
+    assert next(model.parameters()).dtype == torch.float32  # the caller's model is not converted
+    assert main(["export", str(ckpt), "--torchscript", str(tmp_path / "a.pt"), "--fp16"]) == 2
