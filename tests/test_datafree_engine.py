@@ -63,7 +63,9 @@ def test_datafree_says_it_ignores_training_images(tmp_path: Path) -> None:
         train(c)
 
 
-@pytest.mark.parametrize("growth", [{}, {"growth_init": "identity", "stage_optimizer": "carry"}])
+@pytest.mark.parametrize("growth", [{}, {"growth_init": "identity", "stage_optimizer": "carry"},
+                                    {"fidelity": "code", "upcycle": {"zoom_in": True, "zoom_out": True,
+                                                                     "augment": True, "augment_p": 0.5}}])
 def test_datafree_resume_after_a_crash_is_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, growth) -> None:
     straight = final_state(train(cfg(tmp_path / "a", **growth)))
     real = datafree.Method.next_batch

@@ -18,10 +18,41 @@ the engine's :class:`~srkd.distill.base.Batch` needs no extra field.
 Switches give the paper's baselines and ablations (Table 2): ``inputs: noise`` (M1, no generator is built),
 ``adversarial``/``reconstruction``/``progressive`` (M2, DFAD, M3, M4, full), ``w_r`` (Fig. 4). ``growth_init:
 identity`` (not in the paper) starts each stage's new blocks as identity maps, so growth does not perturb the student.
+
+**Paper or published code** (``fidelity``, the torchdistill way of naming a discrepancy between a paper and its
+code). ``paper`` (the default) back-propagates ``L_G`` through the teacher and the student, as Eq. 4 says. The
+published code does not: the MATLAB-bicubic module it upsamples generated images with (pre-upsampling networks,
+VDSR) ends in ``round(255 x) / 255``, whose gradient is zero, so ``L_GEN`` never reaches the generator and ``L_R``
+reaches it only through its direct ``G(z)`` argument, ``R(T(up(G(z))))`` acting as a constant target (see
+``../shared/notes/reference-implementations.md``). ``code`` trains on that effective objective:
+
+- pre-upsampling networks (VDSR) are fed ``round(255 * clamp(up(x))) / 255`` in both the student and the generator
+  step, and ``R`` rounds to 8 bits too (the published module does after every resize);
+- no gradient crosses the rounding: the networks' inputs are detached (equal to what autograd computes through
+  ``torch.round``, exact zeros, without back-propagating zeros through both networks), so ``L_GEN`` is logged but
+  has no gradient, and ``L_R = crit(G(z), sg(R(T(q(up(G(z)))))))``;
+- networks that take the LR directly (EDSR, CARN-M): the published code has no such path. ``code`` then means
+  the same effective objective transplanted: the networks see the generated image rounded to 8 bits (what any
+  stored LR image is), with the same stop-gradient, so the generator is again trained only towards the fixed point
+  of "super-resolve with the teacher, downscale". That is an extrapolation of the published code, not a
+  reproduction of it.
+
+What is in the switch and what is in configs: the switch holds only what no other key can express, the gradient
+paths (and the rounding that causes them). Everything that already has a key stays a key, so that the ablations of
+issue 37 can cross them ("which change bought what"): the published criterion (``gen_criterion: mse``,
+``gen_reduction: sum``, and for the student ``criterion: mse``, ``kd_reduction: sum``), ``w_r``, ``gen_every``,
+``gen_lr``, the student's SGD (``optim``, ``sched``, ``train.grad_clip``). ``configs/dfsr-vdsr-code-paper.yaml``
+sets all of them as the published demo does; ``datafree-vdsr-quick.yaml`` already uses the summed MSE.
+
+``upcycle`` (off by default) applies DUKD's zoom-in, zoom-out and invertible augmentations to the generated
+images in the student step (:mod:`srkd.distill.upcycle`). ``inputs: images`` is the data-trained control: real
+patches of ``images`` at a random scale per batch (:mod:`srkd.distill.scale_patches`), the same student, budget
+and scale coverage as a data-free run, trained on the HR images (``images_target: hr``) or the teacher.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import warnings
@@ -35,11 +66,14 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from srkd.config_base import Milestones, step_decay
-from srkd.distill.base import Batch, MethodConfig
+from srkd.distill.base import Batch, MethodConfig, teacher_chunk
 from srkd.distill.base import Method as MethodBase
+from srkd.distill.scale_patches import ScalePatches, run_seed
+from srkd.distill.upcycle import UpcycleConfig, augmentations, zoom_in_inputs, zoom_out_input
 from srkd.errors import ConfigError, SrkdError, TrainingError
 from srkd.models import build_model, get_class, run_sr, to_channels_last
 from srkd.models.taps import model_body, unwrap_model
+from srkd.ops.imresize import imresize
 
 # Names of the constructor argument that sets the body depth, with how many non-body layers it also counts.
 DEPTH_KWARGS = ("n_resblocks", "n_layers", "n_blocks")
@@ -47,7 +81,12 @@ DEPTH_KWARGS = ("n_resblocks", "n_layers", "n_blocks")
 
 class Config(MethodConfig):
     name: Literal["datafree"] = "datafree"
-    inputs: Literal["generator", "noise"] = "generator"  # noise = the paper's M1 baseline (uniform images)
+    # noise = the paper's M1 baseline (uniform images); images = real patches (the data-trained control)
+    inputs: Literal["generator", "noise", "images"] = "generator"
+    images: list[str] = Field(default_factory=list)  # inputs: images: dataset names or folders of HR images
+    images_target: Literal["hr", "teacher"] = "hr"  # inputs: images: learn the HR images or the teacher on them
+    fidelity: Literal["paper", "code"] = "paper"  # the paper's gradients or the published code's (module doc)
+    upcycle: UpcycleConfig = Field(default_factory=UpcycleConfig)  # data-free upcycling (srkd.distill.upcycle)
     # Where M1's uniform noise lives for pre-upsampling students: "lr" = LR-size images bicubic-upscaled like a
     # generator's output (the like-for-like control), "input" = noise at the network's input size, no upscale.
     noise_size: Literal["lr", "input"] = "lr"
@@ -66,7 +105,8 @@ class Config(MethodConfig):
     # "carry": the weights that stay keep their Adam moments, and one schedule runs over the whole run.
     stage_optimizer: Literal["restart", "carry"] = "restart"
     w_r: float = Field(1.0, ge=0.0)
-    criterion: Literal["l1", "mse"] = "l1"  # the student's L_KD (Eq. 1/5), always a mean
+    criterion: Literal["l1", "mse"] = "l1"  # the student's L_KD (Eq. 1/5)
+    kd_reduction: Literal["mean", "sum"] = "mean"  # of the student's loss; the published code sums
     # The generator's L_KD and L_R: criterion (None = as the student's) and reduction. "mean" is the paper's
     # Eq. 1-2; the reference code uses MSE with reduction "sum". It matters: with a mean, L_KD << 1 and
     # -log(1 + L_KD) ~ -L_KD, so both terms are linear in the samples' contrast and no contrast is stable
@@ -119,11 +159,23 @@ class Config(MethodConfig):
             raise PydanticCustomError("stages", "stage lengths must be >= 1 iteration")
         if self.gen_step_size is not None and self.gen_milestones:
             raise PydanticCustomError("gen_sched", "give either 'gen_milestones' or 'gen_step_size', not both")
-        if self.inputs == "noise" and (self.adversarial or self.reconstruction):
+        if self.inputs != "generator" and (self.adversarial or self.reconstruction):
             raise PydanticCustomError(
-                "inputs", "inputs: noise has no generator: set adversarial: false and reconstruction: false"
+                "inputs", "inputs: {i} has no generator: set adversarial: false and reconstruction: false",
+                {"i": self.inputs},
             )
+        if (self.inputs == "images") != bool(self.images):
+            raise PydanticCustomError("images", "'images' (training images) goes with inputs: images, and only there")
+        if self.inputs == "images" and self.images_target == "hr" and self.upcycle.active:
+            raise PydanticCustomError("upcycle", "method.upcycle distils the teacher: set images_target: teacher")
         return self
+
+
+def quantize8(x: torch.Tensor) -> torch.Tensor:
+    """``round(255 x) / 255`` as the published MATLAB-bicubic module ends, detached: autograd's gradient of
+    ``torch.round`` is exactly zero, so detaching changes no gradient and spares the backward passes that would
+    only carry those zeros."""
+    return torch.round(x.detach() * 255.0) / 255.0
 
 
 def scaled_stages(stages: list[int], iterations: int) -> list[int]:
@@ -144,6 +196,12 @@ def body_split(n_blocks: int, segments: int) -> list[int]:
     """Body depth of each stage S_0..S_{P-1} when ``n_blocks`` are split into ``segments`` near-equal parts."""
     sizes = [n_blocks // segments + (1 if i < n_blocks % segments else 0) for i in range(segments)]
     return [sum(sizes[: i + 1]) for i in range(segments)]
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """The memory format of a batch (the engine may hand over channels_last ones): stacked inputs keep it."""
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 class Method(MethodBase):
@@ -186,6 +244,11 @@ class Method(MethodBase):
                     raise ConfigError(f"method.image_size {cfg.image_size} at x{s}: {exc}") from None
                 self.generators[str(s)] = g
                 self.gen_optimizers[s] = torch.optim.Adam(g.parameters(), lr=cfg.gen_lr, betas=cfg.gen_betas)
+        # inputs: images: real patches at each scale's LR size, read now so that a wrong path fails before training
+        self.patches = (ScalePatches(cfg.images, self.lr_size, getattr(unwrap_model(student), "colour", "rgb"),
+                                     run_seed()) if cfg.inputs == "images" else None)
+        self.image_batches = 0  # batches of real patches drawn so far (saved: a resumed run draws the next one)
+        self.code = cfg.fidelity == "code"
         self.skipped = 0
         self.run_dir: Path | None = None  # set by the engine; sample grids go to run_dir/samples
         self._autocast: tuple[str, torch.dtype] | None = None
@@ -284,6 +347,10 @@ class Method(MethodBase):
     @torch.no_grad()
     def next_batch(self, batch_size: int) -> Batch:
         self._last_batch_size = batch_size
+        if self.patches is not None:
+            batch = self.patches.batch(self._pick_scale(), self.image_batches, batch_size)
+            self.image_batches += 1
+            return batch
         return Batch(lr=self._sample(self._pick_scale(), batch_size).float(), hr=None)
 
     def scale_of(self, lr: torch.Tensor) -> int:
@@ -293,6 +360,25 @@ class Method(MethodBase):
             raise TrainingError(f"datafree: batch of size {tuple(lr.shape)} matches no generator scale") from None
 
     # -- losses ------------------------------------------------------------------------------------------
+    def network_input(self, x: torch.Tensor, scale: int) -> torch.Tensor:
+        """What ``fidelity: code`` feeds the networks for the LR batch ``x``: the published code's 8-bit rounded
+        (zero-gradient) MATLAB-bicubic upscale for pre-upsampling networks, ``x`` rounded to 8 bits otherwise."""
+        if self.pre_upsampling:
+            return quantize8(imresize(x.detach(), scale=scale).clamp(0.0, 1.0))
+        return quantize8(x)
+
+    def sr(self, model: nn.Module, x: torch.Tensor, scale: int) -> torch.Tensor:
+        """``model`` on the LR batch ``x`` as the fidelity mode feeds it (``paper``: :func:`run_sr`)."""
+        return model(self.network_input(x, scale)) if self.code else run_sr(model, x, scale)
+
+    @torch.no_grad()
+    def teacher_out(self, x: torch.Tensor, scale: int) -> torch.Tensor:
+        """The teacher's output as a constant target, in CPU chunks as :meth:`teacher_sr`, fed as :meth:`sr`."""
+        if not self.code:
+            return self.teacher_sr(x, scale=scale)
+        chunk = teacher_chunk(x)
+        return torch.cat([self.sr(self.teacher, part, scale) for part in x.split(chunk)])  # type: ignore[arg-type]
+
     @staticmethod
     def distance(a: torch.Tensor, b: torch.Tensor, kind: str, reduction: str = "mean") -> torch.Tensor:
         """L1 or squared error, in fp32 (small differences matter), summed or averaged."""
@@ -304,10 +390,11 @@ class Method(MethodBase):
         return self.distance(a, b, self.cfg.gen_criterion or self.cfg.criterion, self.cfg.gen_reduction)
 
     def reconstruction_loss(self, lr: torch.Tensor, teacher_sr: torch.Tensor, scale: int) -> torch.Tensor:
-        """``L_R``: the teacher's output brought back to LR size (MATLAB bicubic, clamped) should be the input."""
-        from srkd.ops.imresize import imresize
-
+        """``L_R``: the teacher's output brought back to LR size (MATLAB bicubic, clamped) should be the input.
+        ``fidelity: code`` rounds it to 8 bits, as the published resize module does (a constant target there)."""
         back = imresize(teacher_sr.float(), scale=1.0 / scale).clamp(0.0, 1.0)
+        if self.code:
+            back = quantize8(back)
         return self.gen_distance(back, lr)
 
     def training_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -321,17 +408,49 @@ class Method(MethodBase):
             loss = self.distance(self.student(lr), target, self.cfg.criterion)
             return loss, {"kd": loss.detach()}
         scale = self.scale_of(lr)
+        if batch.hr is not None and self.cfg.images_target == "hr":  # the data-trained control
+            loss = self.distance(self.sr(self.student, lr, scale), batch.hr, self.cfg.criterion, self.cfg.kd_reduction)
+            return loss, {"pix": loss.detach()}
+        if self.code or self.cfg.upcycle.active:
+            return self.upcycled_step(lr, scale)
         target = self.teacher_sr(lr, scale=scale)
-        loss = self.distance(run_sr(self.student, lr, scale), target, self.cfg.criterion)
+        loss = self.distance(run_sr(self.student, lr, scale), target, self.cfg.criterion, self.cfg.kd_reduction)
         return loss, {"kd": loss.detach()}
+
+    def upcycled_step(self, lr: torch.Tensor, scale: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The student step with the fidelity mode's inputs and the ``upcycle`` toggles (see
+        :mod:`srkd.distill.upcycle`): the student sees ``A x`` for every input ``x`` (its output mapped back by
+        ``A^-1``), the teacher ``x``; zoom-in crops share one forward with the batch (same size)."""
+        up, cfg = self.cfg.upcycle, self.cfg
+        n, _, h, w = lr.shape
+        target = self.teacher_out(lr, scale)
+        inputs = lr
+        if up.zoom_in:
+            crops = zoom_in_inputs(target, (h, w), up.zoom_in_crops, self.rng).to(lr.dtype)
+            inputs = torch.cat([lr, crops.contiguous(memory_format=_layout(lr))])
+            target = torch.cat([target, self.teacher_out(crops, scale)])
+        augs = augmentations(inputs.shape[0], h == w, up, self.rng)
+        out = augs.invert(self.sr(self.student, augs.apply(inputs), scale))
+        loss = kd = self.distance(out[:n], target[:n], cfg.criterion, cfg.kd_reduction)
+        logs = {"kd": kd.detach()}
+        if up.zoom_in:
+            logs["zoom_in"] = self.distance(out[n:], target[n:], cfg.criterion, cfg.kd_reduction)
+            loss = loss + logs["zoom_in"]
+        if up.zoom_out:
+            small = zoom_out_input(lr, scale).to(lr.dtype)
+            zo_augs = augmentations(n, small.shape[-1] == small.shape[-2], up, self.rng)
+            zo_out = zo_augs.invert(self.sr(self.student, zo_augs.apply(small), scale))
+            logs["zoom_out"] = self.distance(zo_out, self.teacher_out(small, scale), cfg.criterion, cfg.kd_reduction)
+            loss = loss + logs["zoom_out"]
+        return loss, {k: v.detach() for k, v in logs.items()}
 
     def generator_losses(self, scale: int, n: int) -> dict[str, torch.Tensor]:
         """One generator batch and its losses, with the graph through the frozen teacher into ``G``."""
         x = self._sample(scale, n)
         ctx = torch.autocast(*self._autocast) if self._autocast else torch.autocast(x.device.type, enabled=False)
-        with ctx:
-            t = run_sr(self.teacher, x, scale)  # type: ignore[arg-type]
-            s = run_sr(self.raw_student, x, scale)  # unwrapped: no DDP reducer for a step it does not own
+        with ctx, torch.no_grad() if self.code else contextlib.nullcontext():  # code: no gradient crosses the rounding
+            t = self.sr(self.teacher, x, scale)  # type: ignore[arg-type]
+            s = self.sr(self.raw_student, x, scale)  # unwrapped: no DDP reducer for a step it does not own
         kd = self.gen_distance(t, s)
         out = {"L_KD_G": kd, "L_GEN": -torch.log(kd + 1.0), "diversity": pairwise_l1(x)}
         out["L_R"] = self.reconstruction_loss(x, t, scale)
@@ -350,7 +469,7 @@ class Method(MethodBase):
         logs: dict[str, float] = {}
         if self.generators and (cfg.adversarial or cfg.reconstruction) and done % cfg.gen_every == 0:
             logs = self.generator_step(done)
-        if cfg.sample_every and self.run_dir is not None and done % cfg.sample_every == 0:
+        if cfg.sample_every and self.patches is None and self.run_dir is not None and done % cfg.sample_every == 0:
             self.write_samples(Path(self.run_dir) / "samples" / f"iter_{done:08d}.png")
         return logs
 
@@ -372,7 +491,10 @@ class Method(MethodBase):
             warnings.warn(f"datafree: {what}: generator update skipped ({self.skipped} so far)", stacklevel=2)
             return {"gen_skipped": float(self.skipped)}
         params = [p for p in gen.parameters() if p.requires_grad]
-        grads = torch.autograd.grad(losses["L_G"], params)  # generator only: student/teacher .grad untouched
+        if losses["L_G"].requires_grad:
+            grads = torch.autograd.grad(losses["L_G"], params)  # generator only: student/teacher .grad untouched
+        else:  # fidelity code without L_R: the published code steps Adam on all-zero gradients
+            grads = tuple(torch.zeros_like(p) for p in params)
         for p, g in zip(params, grads):
             p.grad = g
         opt.step()
@@ -413,13 +535,16 @@ class Method(MethodBase):
 
     # -- resume ------------------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
-        return {
+        state = {
             "stage": self.stage,
             "rng": self.rng.get_state(),
             "skipped": self.skipped,
             "generators": {k: g.state_dict() for k, g in self.generators.items()},
             "gen_optimizers": {str(s): o.state_dict() for s, o in self.gen_optimizers.items()},
         }
+        if self.patches is not None:  # only then: checkpoints of the other inputs stay as they were
+            state["image_batches"] = self.image_batches
+        return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore generators, their optimisers and the random stream; grows the student to the saved stage
@@ -432,6 +557,7 @@ class Method(MethodBase):
             self.student = old
         self.rng.set_state(state["rng"])
         self.skipped = int(state.get("skipped", 0))
+        self.image_batches = int(state.get("image_batches", 0))
         gens = state.get("generators", {})
         if set(gens) != set(self.generators):
             raise TrainingError(f"datafree resume: checkpoint has generators {sorted(gens)}, config {sorted(self.generators)}")
