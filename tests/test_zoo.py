@@ -70,7 +70,7 @@ def test_catalogue_is_consistent() -> None:
 
 @pytest.mark.shared
 def test_catalogue_sha256_and_params_match_the_shared_copies() -> None:
-    from srkd.checkpoint.convert import read_official
+    from srkd.checkpoint.convert import find_layout, read_official
 
     for e in zoo.catalog().values():
         path = shared_file(e)
@@ -79,6 +79,9 @@ def test_catalogue_sha256_and_params_match_the_shared_copies() -> None:
         assert sha256_file(path) == e.sha256, e.name
         state = read_official(path)
         assert sum(t.numel() for t in state.values() if t.is_floating_point()) == e.params, e.name
+        kwargs, _ = find_layout(state, "auto", e.arch, path).infer(state)
+        inferred = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items() if k != "scale"}
+        assert inferred == e.kwargs, e.name  # what `list` counts FLOPs of
 
 
 def test_unknown_name_and_not_downloaded_are_one_line(capsys) -> None:
@@ -99,8 +102,11 @@ def test_list_as_json_on_stdout(capsys) -> None:
     assert names == list(zoo.catalog())
     carn = rows[names.index("carn-m")]
     assert carn["scales"] == [2, 3, 4] and carn["licence"] == "MIT" and not carn["cached"]
-    # CARN-M's paper (Table 1) gives 32.5 G Mult-Adds at x4 for a 1280x720 output.
+    # CARN-M's paper (Table 1) gives 32.5 G Mult-Adds at x4 for a 1280x720 output; SMFANet's paper 11 / 28 G at
+    # x4 for SMFANet / SMFANet+ (its attention's pooling and variance are not multiply-adds of a conv: not counted).
     assert carn["gflops_720p"] == pytest.approx(32.5, abs=0.1)
+    plus, small = rows[names.index("smfanet-plus-x4")], rows[names.index("smfanet-x4")]
+    assert plus["gflops_720p"] > 2 * small["gflops_720p"]
 
 
 @pytest.mark.shared

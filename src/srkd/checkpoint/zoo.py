@@ -39,6 +39,7 @@ class ZooEntry:
     sha256: str
     licence: str
     params: int
+    kwargs: dict[str, Any] = field(default_factory=dict)  # constructor arguments (what `srkd convert` infers)
     set5_srkd: dict[int, float] = field(default_factory=dict)  # measured with srkd eval (srkd-made LR)
     set5_paper: dict[int, float | None] = field(default_factory=dict)  # the authors' figure, None if unknown
     notes: str = ""
@@ -64,6 +65,7 @@ def _entry(raw: dict[str, Any]) -> ZooEntry:
         sha256=str(raw["sha256"]).lower(),
         licence=str(raw["licence"]),
         params=int(raw["params"]),
+        kwargs=dict(raw.get("kwargs") or {}),
         set5_srkd={int(k): float(v) for k, v in (psnr.get("srkd") or {}).items()},
         set5_paper={int(k): (None if v is None else float(v)) for k, v in (psnr.get("paper") or {}).items()},
         notes=str(raw.get("notes", "")),

@@ -40,7 +40,7 @@ def _rows(data_root: str | None) -> list[dict]:
     rows = []
     for e in zoo.catalog().values():
         scale = max(e.scales)
-        model = build_model(e.arch, scale=scale)
+        model = build_model(e.arch, **e.kwargs, scale=scale)
         lr = (int(getattr(model, "in_channels", 3)), 720 // scale, 1280 // scale)  # FLOPs for a 1280x720 output
         rows.append({
             "name": e.name, "arch": e.arch, "scales": list(e.scales), "params": e.params,
