@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import SHARED, shared_path
+from conftest import shared_path
 
 from srkd.checkpoint import load_model, read_metadata, zoo
 from srkd.checkpoint.fetch import fetch
@@ -151,13 +151,13 @@ def test_plain_http_to_a_real_host_is_refused() -> None:
 def test_download_from_a_local_copy_then_train_a_kd_student_from_zoo(tmp_path, capsys) -> None:
     assert main(["teachers", "download", "imdn-x4", "--from", str(shared_file(zoo.get("imdn-x4")))]) == 0
     assert "verified and converted" in capsys.readouterr().out
-    train = SHARED / "data" / "train" / "T91"
+    train = shared_path("data", "train", "T91")
     code = main([
-        "train", "configs/edsr-x4-kd-quick.yaml" if Path("configs/edsr-x4-kd-quick.yaml").exists() else "x",
-        "--set", "teacher.checkpoint=zoo:imdn-x4", "--set", f"data.train=[{train}]", "--set", "data.val=[]",
-        "--set", "train.iterations=2", "--set", "data.batch_size=2", "--set", "data.lr_patch=16",
-        "--out", str(tmp_path / "run"), "--set", "student.arch=imdn",
-        "--set", "student.kwargs={nf: 16, num_modules: 2, scale: 4}",
+        "train", "configs/edsr-x4-kd-quick.yaml", "--out", str(tmp_path / "run"),
+        "--set", "teacher.checkpoint=zoo:imdn-x4", "--set", "teacher.arch=imdn",
+        "--set", f"data.train=[{train}]", "--set", "data.val=[]", "--set", "train.iterations=2",
+        "--set", "data.batch_size=2", "--set", "data.lr_patch=16", "--set", "student.arch=imdn",
+        "--set", "student.kwargs={num_feat: 16, num_block: 2}", "--set", "train.precision=fp32",
     ])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "run" / "last.safetensors").is_file()
