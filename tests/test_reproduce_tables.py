@@ -29,6 +29,12 @@ CONFIGS = ROOT / "configs"
 # numbers it held (canonical JSON, see _digest): a changed number must be a deliberate edit of both.
 PYTHON_TABLES_COMMIT = "5463fdf86d9617aeaf639ea253a4cbb61734062f"
 PUBLISHED_SHA256 = "ac0756f9b522980366753b3d3db7a8cd76f6b62625afe5e090beaafe9574d86e"
+# Cells added to a table after that commit (by label): issue 37's fair data-trained reference and fidelity-mode
+# cells. The tables minus these are still exactly the old ones; the published numbers are untouched.
+ADDED_CELLS = {
+    "dfsr-table1": {"Student (multi-scale)", "M2", "M2 (code)", "Ours (code)"},
+    "dfsr-table2": {"M2 (code)", "Ours (code)"},
+}
 
 
 def _digest(tables: dict) -> str:
@@ -39,7 +45,7 @@ def _digest(tables: dict) -> str:
 def test_the_data_files_load_in_a_fixed_order_and_ship_in_the_wheel() -> None:
     assert list(TABLES) == ["dfsr-table1", "dfsr-table2", "dfsr-fig4", "dfsr-table4", "dukd-table2", "dukd-table3",
                             "dukd-table4", "dukd-fig4"]
-    assert sum(len(t.cells) for t in TABLES.values()) == 112 and sum(len(t.paper) for t in TABLES.values()) == 283
+    assert sum(len(t.cells) for t in TABLES.values()) == 121 and sum(len(t.paper) for t in TABLES.values()) == 283
     if sys.version_info >= (3, 11):
         import tomllib
 
@@ -72,6 +78,8 @@ def test_tables_equal_the_python_definitions_they_replaced(tmp_path: Path, monke
     spec.loader.exec_module(old)
     assert list(TABLES) == list(old.TABLES)
     for key, table in TABLES.items():
+        added = ADDED_CELLS.get(key, set())
+        table = dataclasses.replace(table, cells=tuple(c for c in table.cells if c.label not in added))
         # repr, not ==: also the types (int scales, float numbers, tuples) and the order of keys and cells
         assert repr(dataclasses.asdict(table)) == repr(dataclasses.asdict(old.TABLES[key])), key
     assert _digest(old.TABLES) == PUBLISHED_SHA256
