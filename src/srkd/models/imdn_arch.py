@@ -21,6 +21,7 @@ output by at most 1e-6 and the Set5 PSNR not at all.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,11 +36,11 @@ MULTI_SCALE = False
 DROPPED_KEYS: str | None = None
 
 SUPPORTED_SCALES = (2, 3, 4, 8)
-_LRELU_SLOPE = 0.05  # the official activation('lrelu') default
+LRELU_SLOPE = 0.05  # the official activation('lrelu') default
 _STD_EPS = 1e-12
 
 
-def _conv(in_ch: int, out_ch: int, kernel: int) -> nn.Conv2d:
+def conv(in_ch: int, out_ch: int, kernel: int) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel, 1, kernel // 2)
 
 
@@ -73,12 +74,12 @@ class IMDB(nn.Module):
         super().__init__()
         self.distilled = num_feat // 4
         self.remaining = num_feat - self.distilled
-        self.c1 = _conv(num_feat, num_feat, 3)
-        self.c2 = _conv(self.remaining, num_feat, 3)
-        self.c3 = _conv(self.remaining, num_feat, 3)
-        self.c4 = _conv(self.remaining, self.distilled, 3)
-        self.act = nn.LeakyReLU(_LRELU_SLOPE, inplace=True)
-        self.c5 = _conv(num_feat, num_feat, 1)
+        self.c1 = conv(num_feat, num_feat, 3)
+        self.c2 = conv(self.remaining, num_feat, 3)
+        self.c3 = conv(self.remaining, num_feat, 3)
+        self.c4 = conv(self.remaining, self.distilled, 3)
+        self.act = nn.LeakyReLU(LRELU_SLOPE, inplace=True)
+        self.c5 = conv(num_feat, num_feat, 1)
         self.cca = ContrastChannelAttention(self.distilled * 4, reduction)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,38 +104,32 @@ def _check_sizes(scale: int, num_feat: int, num_block: int, reduction: int, in_c
         raise SrkdError(f"IMDN: in_channels must be >= 1, got {in_channels}")
 
 
-class IMDN(nn.Module):
-    """IMDN; ``forward`` maps [0, 1] images to [0, 1] images (unclamped), ``scale`` times larger."""
+class DistillationTrunk(nn.Module):
+    """The trunk IMDN introduced and RFDN kept: head conv, blocks named ``<prefix>1..n`` at the top level (as in
+    both releases), their outputs concatenated and fused (1x1 + LeakyReLU ``c``, 3x3 ``LR_conv``), the head's
+    features added back, one conv + pixel shuffle. Subclasses only choose the block and its name."""
 
     upsample_input = False
+    block_prefix = ""
 
-    def __init__(
-        self,
-        scale: int = 4,
-        num_feat: int = 64,
-        num_block: int = 6,
-        reduction: int = 16,
-        in_channels: int = 3,
-        img_range: float = 1.0,
-    ) -> None:
-        super().__init__()
-        _check_sizes(int(scale), num_feat, num_block, reduction, in_channels)
+    def _build(self, scale: int, num_feat: int, num_block: int, in_channels: int, img_range: float,
+               make_block: Callable[[], nn.Module]) -> None:
         self.scale = int(scale)
         self.in_channels = in_channels
         self.colour = "rgb" if in_channels == 3 else "y"
         self.img_range = float(img_range)
         self.num_block = num_block
-        self.fea_conv = _conv(in_channels, num_feat, 3)
-        for k in range(1, num_block + 1):  # top-level IMDB1..IMDBn, as in the checkpoints
-            self.add_module(f"IMDB{k}", IMDB(num_feat, reduction))
-        self.c = nn.Sequential(nn.Conv2d(num_feat * num_block, num_feat, 1), nn.LeakyReLU(_LRELU_SLOPE, True))
-        self.LR_conv = _conv(num_feat, num_feat, 3)
+        self.fea_conv = conv(in_channels, num_feat, 3)
+        for k in range(1, num_block + 1):
+            self.add_module(f"{self.block_prefix}{k}", make_block())
+        self.c = nn.Sequential(nn.Conv2d(num_feat * num_block, num_feat, 1), nn.LeakyReLU(LRELU_SLOPE, True))
+        self.LR_conv = conv(num_feat, num_feat, 3)
         self.upsampler = nn.Sequential(
-            _conv(num_feat, in_channels * self.scale**2, 3), nn.PixelShuffle(self.scale)
+            conv(num_feat, in_channels * self.scale**2, 3), nn.PixelShuffle(self.scale)
         )
 
     def blocks(self) -> list[nn.Module]:
-        return [self.get_submodule(f"IMDB{k}") for k in range(1, self.num_block + 1)]
+        return [self.get_submodule(f"{self.block_prefix}{k}") for k in range(1, self.num_block + 1)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fea = fp32_stream(self.fea_conv(x * self.img_range))
@@ -148,16 +143,35 @@ class IMDN(nn.Module):
 
     def feature_taps(self) -> dict[str, str]:
         taps = {"head": "fea_conv"}
-        taps.update({f"body.{i}": f"IMDB{i + 1}" for i in range(self.num_block)})
+        taps.update({f"body.{i}": f"{self.block_prefix}{i + 1}" for i in range(self.num_block)})
         taps["body"] = "LR_conv"
         return taps
 
 
-def _scale_from_upsampler(out_ch: int, in_channels: int) -> int:
+def scale_from_upsampler(arch: str, out_ch: int, in_channels: int) -> int:
     scale = round((out_ch / in_channels) ** 0.5)
     if scale * scale * in_channels != out_ch:
-        raise ValueError(f"IMDN: upsampler has {out_ch} channels, not in_channels * scale^2")
+        raise ValueError(f"{arch}: upsampler has {out_ch} channels, not in_channels * scale^2")
     return scale
+
+
+class IMDN(DistillationTrunk):
+    """IMDN; ``forward`` maps [0, 1] images to [0, 1] images (unclamped), ``scale`` times larger."""
+
+    block_prefix = "IMDB"  # top-level IMDB1..IMDBn, as in the checkpoints
+
+    def __init__(
+        self,
+        scale: int = 4,
+        num_feat: int = 64,
+        num_block: int = 6,
+        reduction: int = 16,
+        in_channels: int = 3,
+        img_range: float = 1.0,
+    ) -> None:
+        super().__init__()
+        _check_sizes(int(scale), num_feat, num_block, reduction, in_channels)
+        self._build(scale, num_feat, num_block, in_channels, img_range, lambda: IMDB(num_feat, reduction))
 
 
 def infer_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -172,7 +186,7 @@ def infer_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     if state["c.0.weight"].shape[1] != num_feat * num_block:
         raise ValueError(f"IMDN: fusion conv expects {state['c.0.weight'].shape[1]} channels, not {num_block} blocks")
     return dict(
-        scale=_scale_from_upsampler(int(up_ch), int(in_channels)),
+        scale=scale_from_upsampler("IMDN", int(up_ch), int(in_channels)),
         num_feat=int(num_feat),
         num_block=num_block,
         reduction=int(num_feat) // int(squeezed),

@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from srkd.errors import SrkdError
-from srkd.models.edsr_arch import fp32_stream
+from srkd.models.imdn_arch import LRELU_SLOPE, DistillationTrunk, conv, scale_from_upsampler
 from srkd.models.layout import published_layout
 
 LAYOUT_MARKER = r"(?:module\.)?B\d+\.c1_r\.weight"  # BSRN's B<k>.c1_r is blueprint-separable: B<k>.c1_r.pw/dw.*
@@ -44,11 +44,6 @@ DROPPED_KEYS: str | None = None
 SUPPORTED_SCALES = (2, 3, 4, 8)
 PUBLISHED_IMG_RANGE = 255.0
 ESA_MIN_SIZE = 15  # stride-2 3x3 conv (15 -> 7), then a 7x7 max-pool (7 -> 1)
-_LRELU_SLOPE = 0.05  # the official activation('lrelu') default
-
-
-def _conv(in_ch: int, out_ch: int, kernel: int) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, kernel, 1, kernel // 2)
 
 
 def _shortfall(size: Any, minimum: int) -> Any:
@@ -100,15 +95,15 @@ class RFDB(nn.Module):
     def __init__(self, num_feat: int) -> None:
         super().__init__()
         dc = num_feat // 2
-        self.c1_d = _conv(num_feat, dc, 1)
-        self.c1_r = _conv(num_feat, num_feat, 3)
-        self.c2_d = _conv(num_feat, dc, 1)
-        self.c2_r = _conv(num_feat, num_feat, 3)
-        self.c3_d = _conv(num_feat, dc, 1)
-        self.c3_r = _conv(num_feat, num_feat, 3)
-        self.c4 = _conv(num_feat, dc, 3)
-        self.act = nn.LeakyReLU(_LRELU_SLOPE, inplace=True)
-        self.c5 = _conv(dc * 4, num_feat, 1)
+        self.c1_d = conv(num_feat, dc, 1)
+        self.c1_r = conv(num_feat, num_feat, 3)
+        self.c2_d = conv(num_feat, dc, 1)
+        self.c2_r = conv(num_feat, num_feat, 3)
+        self.c3_d = conv(num_feat, dc, 1)
+        self.c3_r = conv(num_feat, num_feat, 3)
+        self.c4 = conv(num_feat, dc, 3)
+        self.act = nn.LeakyReLU(LRELU_SLOPE, inplace=True)
+        self.c5 = conv(dc * 4, num_feat, 1)
         self.esa = ESA(num_feat)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,10 +128,10 @@ def _check_sizes(scale: int, num_feat: int, num_block: int, in_channels: int) ->
         raise SrkdError(f"RFDN: in_channels must be >= 1, got {in_channels}")
 
 
-class RFDN(nn.Module):
+class RFDN(DistillationTrunk):
     """RFDN; ``forward`` maps [0, 1] images to [0, 1] images (unclamped), ``scale`` times larger."""
 
-    upsample_input = False
+    block_prefix = "B"  # top-level B1..Bn, as in the checkpoint
 
     def __init__(
         self,
@@ -148,45 +143,7 @@ class RFDN(nn.Module):
     ) -> None:
         super().__init__()
         _check_sizes(int(scale), num_feat, num_block, in_channels)
-        self.scale = int(scale)
-        self.in_channels = in_channels
-        self.colour = "rgb" if in_channels == 3 else "y"
-        self.img_range = float(img_range)
-        self.num_block = num_block
-        self.fea_conv = _conv(in_channels, num_feat, 3)
-        for k in range(1, num_block + 1):  # top-level B1..Bn, as in the checkpoint
-            self.add_module(f"B{k}", RFDB(num_feat))
-        self.c = nn.Sequential(nn.Conv2d(num_feat * num_block, num_feat, 1), nn.LeakyReLU(_LRELU_SLOPE, True))
-        self.LR_conv = _conv(num_feat, num_feat, 3)
-        self.upsampler = nn.Sequential(
-            _conv(num_feat, in_channels * self.scale**2, 3), nn.PixelShuffle(self.scale)
-        )
-
-    def blocks(self) -> list[nn.Module]:
-        return [self.get_submodule(f"B{k}") for k in range(1, self.num_block + 1)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fea = fp32_stream(self.fea_conv(x * self.img_range))
-        outs: list[torch.Tensor] = []
-        h = fea
-        for block in self.blocks():
-            h = block(h)
-            outs.append(h)
-        h = self.LR_conv(self.c(torch.cat(outs, dim=1))) + fea
-        return fp32_stream(self.upsampler(h)) / self.img_range
-
-    def feature_taps(self) -> dict[str, str]:
-        taps = {"head": "fea_conv"}
-        taps.update({f"body.{i}": f"B{i + 1}" for i in range(self.num_block)})
-        taps["body"] = "LR_conv"
-        return taps
-
-
-def _scale_from_upsampler(out_ch: int, in_channels: int) -> int:
-    scale = round((out_ch / in_channels) ** 0.5)
-    if scale * scale * in_channels != out_ch:
-        raise ValueError(f"RFDN: upsampler has {out_ch} channels, not in_channels * scale^2")
-    return scale
+        self._build(scale, num_feat, num_block, in_channels, img_range, lambda: RFDB(num_feat))
 
 
 def infer_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -201,7 +158,7 @@ def infer_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     if fused_in != num_feat * num_block:
         raise ValueError(f"RFDN: fusion conv expects {fused_in} channels, not {num_block} blocks of {num_feat}")
     return dict(
-        scale=_scale_from_upsampler(int(up_ch), int(in_channels)),
+        scale=scale_from_upsampler("RFDN", int(up_ch), int(in_channels)),
         num_feat=int(num_feat),
         num_block=num_block,
         in_channels=int(in_channels),
