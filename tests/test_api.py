@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -115,3 +116,23 @@ def test_mistakes_are_one_line_errors(images: Path) -> None:
 def test_import_srkd_stays_light() -> None:
     code = "import sys, srkd; assert 'torch' not in sys.modules, 'torch imported'; assert 'distill' in dir(srkd)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_rerun_with_the_same_out_continues_that_run(images: Path) -> None:
+    torch.manual_seed(0)
+    teacher, first = Tiny(16), Tiny(4)
+    srkd.distill(teacher, first, "kd", scale=2, iterations=3, out=images / "run", **common(images))
+    again = srkd.distill(teacher, Tiny(4), "kd", scale=2, iterations=3, out=images / "run", **common(images))
+    for key, value in first.state_dict().items():  # a finished run hands back its student, untrained further
+        assert torch.equal(again.student.state_dict()[key], value)
+
+
+@pytest.mark.slow
+def test_the_example_script_runs(tmp_path: Path) -> None:
+    """examples/distill_module.py as a user runs it (about 2 minutes on a 2-core CPU)."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "distill_module.py"
+    env = {**os.environ, "SRKD_DATA": str(tmp_path / "data")}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          check=True)
+    assert "Y PSNR on samples-val: teacher" in done.stdout
+    assert (tmp_path / "runs" / "example-kd" / "last.safetensors").is_file()

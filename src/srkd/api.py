@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
+from safetensors.torch import load_file
 
 from srkd.checkpoint.io import load_model, read_metadata
 from srkd.cli.info import parse_spec
@@ -181,6 +183,21 @@ def _last_validation(run_dir: Path) -> dict[str, dict[str, float]]:
     return {r["set"]: {"psnr_y": r["psnr_y"], "ssim_y": r["ssim_y"]} for r in records if r["step"] == last}
 
 
+def _trained_student(module: nn.Module | None, weights: Path) -> nn.Module:
+    """The run's shipped weights in the caller's module; srkd rebuilds them when there is none, or when the
+    method ships another network than it trains (CSD: the slim part of its slimmable network)."""
+    if module is not None:
+        net = unwrap_model(module)
+        own = net.state_dict()
+        state = load_file(str(weights))
+        if state.keys() == own.keys():
+            device = next(iter(own.values())).device if own else torch.device("cpu")
+            net.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)
+            return module
+    model, _meta = load_model(weights)
+    return model
+
+
 def _as_list(value: str | Path | Sequence[str | Path] | None) -> list[str]:
     if value is None:
         return []
@@ -253,15 +270,7 @@ def distill(
     with _adopted(s_module, scale), _adopted(t_module, scale):
         run_dir = train_modules(cfg, s_module, t_module, resume=resume)
         weights = run_dir / "last.safetensors"
-        if s_module is not None and not hasattr(method_module.Method, "extract_student"):
-            from safetensors.torch import load_file
-
-            net = unwrap_model(s_module)
-            device = next(iter(net.state_dict().values())).device if net.state_dict() else "cpu"
-            net.load_state_dict(load_file(str(weights), device=str(device)), strict=True)
-            trained = s_module
-        else:  # built by srkd, or shipped smaller than trained (CSD's slim part of the slimmable network)
-            trained, _meta = load_model(weights)
+        trained = _trained_student(s_module, weights)
     return Result(trained.eval(), _last_validation(run_dir), run_dir)
 
 
