@@ -9,6 +9,8 @@
   to a file extracted before it becomes a copy (found by real path), any other link is refused.
 - ``install``: the two above plus the move of the HR (and LR) folders into ``<data root>/<Name>/`` with a record
   of every file's sha256, used by ``srkd data verify``.
+- ``install_from_folder``: the same install from a local copy (offline machines), held to the same checksums,
+  copied or linked into place.
 
 Only the standard library's ``urllib`` is used: no third-party HTTP client, nothing shells out.
 """
@@ -585,6 +587,118 @@ def _count_bar(label: str, total: int, enabled: bool) -> Iterator[Callable[[int]
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+def _local_source(folder: Path, rel: str) -> Path | None:
+    """Where install path ``rel`` (``HR/x.png``, ``LR_bicubic/X2/xx2.png``) is in a local copy of a set: at the
+    same place under ``folder`` (a set root in the installed layout), or, for HR images, directly in ``folder``
+    (a flat folder of HR images, as ``../shared/data/train/T91`` is)."""
+    candidates = [folder / rel]
+    head, _, rest = rel.partition("/")
+    if head == registry.HR_DIR:
+        candidates.append(folder / rest)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def install_from_folder(
+    name: str,
+    folder: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
+    *,
+    link: bool = False,
+    allow_unverified: bool = False,
+) -> tuple[Path, bool]:
+    """Install dataset ``name`` from a local copy instead of the network; returns (its folder, newly installed).
+
+    Offline machines (CI, clusters, a colleague's disk) already hold the sets; a recipe that names ``T91`` then
+    finds them under the data root like a download. The copy is held to what a download would be: every file
+    srkd ships a sha256 for must be there and match, or nothing is installed. ``link`` puts absolute symbolic
+    links into the data root instead of copies (nothing duplicated; the copy must then stay where it is, and
+    ``srkd data verify`` re-hashes through the links). A set srkd ships no per-file hashes for (those fetched as
+    archives) needs ``allow_unverified``: its images are taken as they are and the record says so.
+    """
+    info = registry.get(name)
+    src = Path(folder).expanduser()
+    if not src.is_dir():
+        raise DataError(f"{src}: no such folder (--from takes a local copy of {info.name})")
+    src = src.resolve()
+    base = registry.data_root(root)
+    final = base / info.name
+    expected = file_sha256(info.name)
+    if expected:
+        sources: dict[str, Path] = {}
+        missing, changed = [], []
+        for rel, digest in sorted(expected.items()):
+            found = _local_source(src, rel)
+            if found is None:
+                missing.append(rel)
+            elif sha256_file(found) != digest:
+                changed.append(rel)
+            else:
+                sources[rel] = found
+        if missing or changed:
+            def few(items: list[str]) -> str:
+                return ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+
+            what = "; ".join(part for part in (f"{len(missing)} missing ({few(missing)})" if missing else "",
+                                               f"{len(changed)} differ ({few(changed)})" if changed else "") if part)
+            lr_missing = any(r.startswith(f"{registry.LR_DIR}/") for r in missing)
+            layout = " (give the set's root, holding HR/ and LR_bicubic/)" if lr_missing else ""
+            raise DataError(f"{src}: not srkd's {info.name}: of its {len(expected)} files, {what}{layout}; "
+                            "nothing was installed")
+        verified_by = "sha256 of every file (installed from a local copy)"
+    else:
+        if not allow_unverified:
+            raise DataError(f"{info.name}: srkd ships no per-file sha256 for it, so a local copy cannot be "
+                            "verified; re-run with --allow-unverified to install it as it is")
+        hr = src / registry.HR_DIR if (src / registry.HR_DIR).is_dir() else src
+        sources = {f"{registry.HR_DIR}/{p.name}": p for p in sorted(hr.iterdir()) if p.is_file() and is_image_file(p)}
+        lr = src / registry.LR_DIR
+        if lr.is_dir():
+            for scale_dir in sorted(d for d in lr.iterdir() if d.is_dir()):
+                sources.update({f"{registry.LR_DIR}/{scale_dir.name}/{p.name}": p for p in sorted(scale_dir.iterdir())
+                                if p.is_file() and is_image_file(p)})
+        if not any(rel.startswith(f"{registry.HR_DIR}/") for rel in sources):
+            raise DataError(f"{src}: holds no images (nor an HR/ folder of them)")
+        verified_by = "none (installed from a local copy; srkd ships no per-file sha256 for it)"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{base}: cannot create the data root ({exc.strerror or exc})") from None
+    with _exclusive(base / f".{info.name}.lock"):
+        marker = registry.read_marker(final)
+        if marker is not None:
+            if marker.get("source") == str(src) and bool(marker.get("linked")) == link:
+                return final, False
+            raise DataError(f"{final}: {info.name} is already installed (from {marker.get('source') or marker.get('url')}); "
+                            "remove that folder to install it from another place")
+        if final.exists() or final.is_symlink():
+            raise DataError(f"{final}: exists but was not installed by srkd; move it away to install {info.name}")
+        staging = Path(tempfile.mkdtemp(prefix=f".{info.name}.", suffix=".staging", dir=base))
+        os.chmod(staging, default_mode(0o777))
+        try:
+            files = {}
+            for rel, path in sorted(sources.items()):
+                target = staging / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if link:
+                    os.symlink(path, target)
+                else:
+                    shutil.copyfile(path, target)
+                files[rel] = expected.get(rel) or sha256_file(target)
+            n_hr = sum(1 for rel in files if rel.startswith(f"{registry.HR_DIR}/"))
+            if n_hr != info.n_images:
+                print(f"warning: {info.name}: {n_hr} HR images installed, expected {info.n_images}", file=sys.stderr)
+            record = _record(info, verified_by, files, source=str(src), linked=link)
+            (staging / registry.MARKER).write_text(json.dumps(record, indent=1, sort_keys=True))
+            os.replace(staging, final)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise DataError(f"{final}: cannot install {info.name} ({exc.strerror or exc})") from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return final, True
 
 
 def verify(name: str, root: str | os.PathLike[str] | None = None) -> tuple[bool, str]:
