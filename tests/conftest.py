@@ -40,3 +40,31 @@ def vdsr_pth() -> Path:
 @pytest.fixture
 def vdsr_mat() -> Path:
     return shared_path("weights", "vdsr", "caffe-vdsr_VDSR_Official.mat")
+
+
+# The registered sets ../shared holds, as `srkd data link` takes them (folder under ../shared/data).
+SHARED_SETS = {"T91": "train/T91", "BSD200": "train/BSD200", "General100": "train/General100",
+               "Set5": "benchmarks/Set5", "Set14": "benchmarks/Set14"}
+
+
+@pytest.fixture(scope="session")
+def shared_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root whose registered sets are links to the copies in ../shared, installed as a user would
+    (``srkd data link``: every file checked against srkd's shipped sha256), so shipped recipes, which name their
+    data ``T91``, ``Set5``..., train offline. One per session, so the LR cache under it is shared by the tests."""
+    from srkd.data.download import install_from_folder
+
+    data = SHARED / "data"
+    if not data.is_dir():
+        pytest.skip(f"needs {data} (the project's ../shared folder is not beside this checkout)")
+    root = tmp_path_factory.mktemp("data-root")
+    for name, folder in SHARED_SETS.items():
+        install_from_folder(name, data / folder, root, link=True)
+    return root
+
+
+@pytest.fixture
+def shared_data(shared_data_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``$SRKD_DATA`` pointed at :func:`shared_data_root` for one test."""
+    monkeypatch.setenv("SRKD_DATA", str(shared_data_root))
+    return shared_data_root

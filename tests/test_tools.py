@@ -40,12 +40,18 @@ def test_plan_never_repeats_a_milestone() -> None:
         assert miles == sorted(set(miles)) and all(0 < m < iters for m in miles), (floor, miles)
 
 
-def test_data_overrides_remap_every_path_and_validate() -> None:
-    cfg = ROOT / "configs" / "teachers" / "rcan-10-x4-gpu.yaml"
+def test_data_overrides_remap_every_path_and_validate(tmp_path: Path) -> None:
+    """Registry names (what the shipped recipes use) pass through: the device resolves them under $SRKD_DATA."""
+    shipped = ROOT / "configs" / "teachers" / "rcan-10-x4-gpu.yaml"
+    loaded = load_config(TrainConfig, shipped, TOOL.data_overrides(shipped.read_text(), [("../shared/data/train", "/x")]))
+    assert loaded.data.train == ["T91", "BSD200", "General100"] and loaded.data.val == ["Set5"]
+    text = shipped.read_text().replace("[T91, BSD200, General100]", "[../shared/data/train/T91, ../shared/data/train/BSD200]")
+    cfg = tmp_path / "own.yaml"
+    cfg.write_text(text.replace("val: [Set5]", "val: [../shared/data/benchmarks/Set5/HR]"))
     overrides = TOOL.data_overrides(cfg.read_text(), [("../shared/data/train", "/tmp/data"),
-                                                         ("../shared/data/benchmarks", "/tmp/data")])
+                                                      ("../shared/data/benchmarks", "/tmp/data")])
     loaded = load_config(TrainConfig, cfg, overrides)
-    assert loaded.data.train == ["/tmp/data/T91", "/tmp/data/BSD200", "/tmp/data/General100"]
+    assert loaded.data.train == ["/tmp/data/T91", "/tmp/data/BSD200"]
     assert loaded.data.val == ["/tmp/data/Set5/HR"]
 
 

@@ -8,6 +8,9 @@ them share the device, as they will), then trains each for ``rate x budget`` ite
 
     python tools/train_teachers_timed.py --minutes 14 --out OUT configs/teachers/*-gpu.yaml \
         [--data ../shared/data/train=/tmp/data] [--runs /tmp/teachers]
+
+The shipped recipes name their data by registry name (T91, Set5...): on the device, point $SRKD_DATA at a root
+where `srkd data link NAME FOLDER` put them; ``--data OLD=NEW`` remaps recipes that give folders instead.
 """
 
 from __future__ import annotations

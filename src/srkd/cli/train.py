@@ -1,5 +1,8 @@
 """``srkd train CONFIG`` (alias ``srkd datafree``): train a student with the method its config names.
 
+CONFIG is a YAML file or the name of a recipe shipped with srkd (``srkd train edsr-x4-kd-quick``; ``srkd config
+list`` names them all, ``srkd config show NAME`` explains one).
+
 Multi-process (DDP) runs are launched with torchrun, one process per GPU (gloo on CPU)::
 
     torchrun --nproc_per_node=4 -m srkd.cli.main train configs/edsr-x4-dukd.yaml
@@ -17,7 +20,10 @@ import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML run config (see configs/)")
+    parser.add_argument(
+        "config", metavar="CONFIG",
+        help="YAML run config: a file, or the name of a shipped recipe (edsr-x4-dukd; list: srkd config list)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -56,8 +62,9 @@ def _run(args: argparse.Namespace) -> int:
     from srkd.config_base import load_config
     from srkd.engine.config import TrainConfig
     from srkd.engine.trainer import train
+    from srkd.recipes import resolve_recipe
 
-    cfg = load_config(TrainConfig, args.config, args.overrides)
+    cfg = load_config(TrainConfig, resolve_recipe(args.config), args.overrides)
     if args.out:
         cfg.out_dir = args.out
     resume = None if str(args.resume).lower() == "none" else args.resume

@@ -106,3 +106,29 @@ def resolve_dataset(
     folder = root / info.name
     lr_dir = folder / registry.LR_DIR
     return BenchmarkSet(info.name, list_images(folder / registry.HR_DIR), lr_dir if lr_dir.is_dir() else None)
+
+
+def data_key(spec: str) -> str:
+    """The registered set a ``data.train`` entry names, for comparing configs; other specs as written.
+
+    Recipes used to name their data by folder (``../shared/data/train/T91``) and now by registry name (``T91``);
+    a run folder written by the old recipe is still a run of the new one, so both spellings compare equal here. A
+    folder counts as a registered set when its set name (``…/Set5/HR`` -> ``Set5``) is that set's name.
+    """
+    text = str(spec).strip()
+    looks_like_path = "/" in text or os.sep in text
+    info = registry.lookup(set_name(Path(text)) if looks_like_path else text)
+    return info.name if info is not None else text
+
+
+def with_data_keys(config: object) -> object:
+    """A resolved config (JSON-like dict) with its dataset lists (``data.train``, ``method.images``) mapped
+    through :func:`data_key`; anything else is returned unchanged."""
+    if not isinstance(config, dict):
+        return config
+    out = dict(config)
+    for section, key in (("data", "train"), ("method", "images")):
+        part = out.get(section)
+        if isinstance(part, dict) and isinstance(part.get(key), list):
+            out[section] = {**part, key: [data_key(s) if isinstance(s, str) else s for s in part[key]]}
+    return out

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from srkd.data.benchmark import with_data_keys
 from srkd.engine.logging import read_log
 from srkd.errors import DataError, SrkdError
 from srkd.report import figures
@@ -368,7 +369,7 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_signature(run: Run, ignore: set[str]) -> str:
-    flat = _flat(run.config)
+    flat = _flat(with_data_keys(run.config))  # T91 and ../shared/data/train/T91 are one data set
     return json.dumps({k: v for k, v in flat.items() if k not in BOOKKEEPING | ignore}, sort_keys=True)
 
 

@@ -20,11 +20,13 @@ import yaml
 
 from srkd.checkpoint.io import read_metadata
 from srkd.config_base import load_config
+from srkd.data.benchmark import with_data_keys
 from srkd.distill import get_method
 from srkd.engine.config import TrainConfig, resolved_config
 from srkd.engine.state import list_checkpoints
 from srkd.errors import SrkdError
 from srkd.models import get_class
+from srkd.recipes import recipes_dir
 from srkd.report.build import BOOKKEEPING, _flat, reference_cache
 from srkd.report.runs import RESULTS_FILE, WEIGHTS, Run, missing, read_results, resolve_sets
 from srkd.reproduce.tables import TABLES, Cell, Mode, PaperTable, format_recipe
@@ -103,12 +105,12 @@ class Plan:
 
 
 def default_configs_dir() -> Path:
-    """``./configs`` where ``srkd reproduce`` runs (the repository root), else the checkout this file lives in
-    (installed editable, run from elsewhere)."""
+    """``./configs`` where ``srkd reproduce`` runs (the repository root, where it links to the shipped recipes;
+    a user's own folder of that name is theirs to use), else the recipes shipped in the package."""
     local = Path("configs")
     if local.is_dir():
         return local
-    return Path(__file__).resolve().parents[3] / "configs"  # src/srkd/reproduce/planner.py -> the checkout
+    return recipes_dir()
 
 
 def _same_config(run_dir: Path, cfg: Any) -> bool:
@@ -121,8 +123,9 @@ def _same_config(run_dir: Path, cfg: Any) -> bool:
     # precision is how the run executed, like the device: a run of the recipe from before it said "auto" (bf16)
     # is still that recipe's run
     skip = BOOKKEEPING | {"train.precision"}
-    a = {k: v for k, v in _flat(saved).items() if k not in skip}
-    b = {k: v for k, v in _flat(now).items() if k not in skip}
+    # a run of the recipe from when it named its data by folder (../shared/data/train/T91) is still its run
+    a = {k: v for k, v in _flat(with_data_keys(saved)).items() if k not in skip}
+    b = {k: v for k, v in _flat(with_data_keys(now)).items() if k not in skip}
     return a == b
 
 
