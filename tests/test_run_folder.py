@@ -93,7 +93,7 @@ def test_a_kill_during_the_final_validation_still_writes_best(tmp_path: Path, mo
     expect_val = [r for r in read_log(straight.run_dir / "log.jsonl") if r["type"] == "val"]
     cfg = make_cfg(tmp_path / "killed", "scratch", train={"iterations": 4, "ckpt_every": 2, "val_every": 2},
                    data={"val": [str(make_images(tmp_path / "killed" / "val", n=1, size=24))]})
-    import srkd.evaluation.evaluate as evaluate
+    import srkd.engine.trainer as evaluate  # the engine's evaluate_model
 
     real = evaluate.evaluate_model
     calls = {"n": 0}

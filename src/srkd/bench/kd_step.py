@@ -44,7 +44,9 @@ from srkd.bench.common import (
     speedup,
     target,
 )
-from srkd.distill.base import Batch
+from srkd.data.batch import Batch
+from srkd.distill import get_method
+from srkd.engine.optim import make_scaler, optimizer_step
 from srkd.errors import SrkdError
 from srkd.models import to_channels_last
 from srkd.precision import AMP_DTYPES, native_bf16, precision_warning, resolve_precision
@@ -114,7 +116,8 @@ def build_pair(setting: Setting, seed: int = 0) -> tuple[nn.Module, nn.Module]:
 
 # -- srkd's step -------------------------------------------------------------------------------------------
 class SrkdStep:
-    """One iteration exactly as :func:`srkd.engine.trainer.train` runs it (without logging and checkpoints)."""
+    """One iteration exactly as :func:`srkd.engine.trainer.train` runs it (:func:`srkd.engine.optim.optimizer_step`),
+    without logging, checkpoints and the cross-rank checks."""
 
     def __init__(
         self,
@@ -128,8 +131,6 @@ class SrkdStep:
         compile_mode: str | None = None,
         method_overrides: dict[str, Any] | None = None,
     ) -> None:
-        from srkd.distill import get_method
-
         module = get_method(method_name)
         cfg = module.Config(**(method_overrides or {}))
         self.method = module.Method(student, teacher, cfg, scale).to(device)
@@ -142,6 +143,7 @@ class SrkdStep:
         self.amp = AMP_DTYPES.get(self.precision)
         self.params = list(self.method.trainable_parameters())
         self.optimizer = torch.optim.Adam(self.params, lr=1e-4, betas=(0.9, 0.99))
+        self.scaler = make_scaler(device, self.precision)
         if compile_mode is not None:
             self.method.student = torch.compile(self.method.student, mode=compile_mode)
             if self.method.teacher is not None:
@@ -149,13 +151,7 @@ class SrkdStep:
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         batch = batch.to(self.device, torch.channels_last if self.channels_last else None)
-        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            loss, _logs = self.method.training_step(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, math.inf)  # the engine always measures the norm
-        self.optimizer.step()
-        return loss.detach()
+        return optimizer_step(self.method, batch, self.optimizer, self.params, self.scaler, self.amp).loss
 
 
 # -- the BasicSR-style baseline ------------------------------------------------------------------------------

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from srkd.data.batch import Batch
 from srkd.data.degrade import make_lr
 from srkd.data.images import quantize, read_image, to_float
-from srkd.distill.base import Batch
 from srkd.errors import DataError
 
 

@@ -22,7 +22,6 @@ backpropagates through the student, sample grids) uses :attr:`Method.raw_student
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from srkd.config_base import StrictModel
+from srkd.data.batch import Batch as Batch  # re-exported for methods written against it
 from srkd.models import run_sr
 from srkd.models.taps import unwrap_model
 
@@ -50,23 +50,6 @@ def teacher_chunk(lr: torch.Tensor) -> int:
     low = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") in (torch.bfloat16, torch.float16)
     value_bytes = 2 if low else lr.element_size()
     return max(1, TEACHER_CHUNK_BYTES // (lr.shape[-2] * lr.shape[-1] * value_bytes))
-
-
-@dataclass
-class Batch:
-    """Aligned training pair. ``lr``: (N, C, h, w); ``hr``: (N, C, s*h, s*w) or None (data-free); floats in [0, 1]."""
-
-    lr: torch.Tensor
-    hr: torch.Tensor | None = None
-
-    def to(self, device: torch.device | str, memory_format: torch.memory_format | None = None) -> Batch:
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            if t is None:
-                return None
-            t = t.to(device, non_blocking=True)
-            return t.contiguous(memory_format=memory_format) if memory_format is not None else t
-
-        return Batch(move(self.lr), move(self.hr))  # type: ignore[arg-type]
 
 
 class MethodConfig(StrictModel):
@@ -104,6 +87,9 @@ class Method(nn.Module):
     # Set by the engine before training: the run folder on rank 0 (artefacts such as sample grids go there),
     # None on the other ranks so that only one process writes files.
     run_dir: Path | None = None
+    # The scales the shipped model serves, recorded in the exported model files: the run's scale unless a
+    # method trains one network for several (a multi-scale data-free student) and sets its own list.
+    scales: list[int]
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: MethodConfig, scale: int) -> None:
         super().__init__()
@@ -112,6 +98,7 @@ class Method(nn.Module):
         self.teacher = freeze(teacher) if teacher is not None else None
         self.cfg = cfg
         self.scale = scale
+        self.scales = [scale]
 
     @classmethod
     def uses_teacher(cls, cfg: MethodConfig) -> bool:
@@ -165,6 +152,12 @@ class Method(nn.Module):
 
     def after_optimizer_step(self, step: int) -> dict[str, float]:
         return {}
+
+    def extract_student(self, source: nn.Module | None = None) -> nn.Module:
+        """The network to validate and export, from ``source`` (the engine passes its EMA copy when EMA is on)
+        or the trained student. Default: that network itself; a method that trains a bigger network than it
+        ships overrides it (CSD extracts the slim student of its slimmable network)."""
+        return source if source is not None else self.raw_student
 
     def begin_stage(self, step: int) -> bool:
         """Called by the engine before iteration ``step`` (0-based) on every rank. A method whose student

@@ -38,8 +38,9 @@ import torch.nn as nn
 from pydantic import Field
 from torch.func import functional_call
 
-from srkd.distill.base import Batch, MethodConfig
+from srkd.data.batch import Batch
 from srkd.distill.base import Method as MethodBase
+from srkd.distill.base import MethodConfig
 from srkd.distill.vgg import VGG19Features
 from srkd.errors import ConfigError
 from srkd.models import build_model, get_class, run_sr

@@ -37,9 +37,10 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from srkd.data.batch import Batch
 from srkd.distill.augment import BatchAug, sample
-from srkd.distill.base import Batch, MethodConfig
 from srkd.distill.base import Method as MethodBase
+from srkd.distill.base import MethodConfig
 from srkd.errors import ConfigError
 
 AugTarget = Literal["main", "zoom_in", "zoom_out"]

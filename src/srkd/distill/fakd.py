@@ -37,8 +37,9 @@ import torch.nn as nn
 from pydantic import Field
 from torch.utils.checkpoint import checkpoint
 
-from srkd.distill.base import Batch, MethodConfig
+from srkd.data.batch import Batch
 from srkd.distill.base import Method as MethodBase
+from srkd.distill.base import MethodConfig
 from srkd.errors import ConfigError
 from srkd.models.taps import FeatureTaps, segment_paths
 

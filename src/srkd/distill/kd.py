@@ -11,8 +11,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from srkd.distill.base import Batch, MethodConfig
+from srkd.data.batch import Batch
 from srkd.distill.base import Method as MethodBase
+from srkd.distill.base import MethodConfig
 
 
 class Config(MethodConfig):

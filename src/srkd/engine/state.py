@@ -1,7 +1,7 @@
 """Training checkpoints that survive ``kill -9`` and resume bit for bit.
 
 A training checkpoint (``run_dir/ckpt/iter_XXXXXXXX.pt``) holds everything the next iteration depends on: the
-student, its EMA, optimiser, scheduler and grad-scaler states, the iteration, the method's own state (e.g. a
+student, its EMA, optimiser and grad-scaler states, the lr schedule's settings, the iteration, the method's own state (e.g. a
 generator and its optimiser) and every random number generator of every rank. The data sampler needs no
 state: its batch is a pure function of (seed, step, rank). Restoring all of it makes a resumed CPU run produce
 the same weights, to the last bit, as one that was never interrupted.
@@ -30,7 +30,9 @@ from srkd.errors import CheckpointError, TrainingError
 from srkd.io import atomic_write_bytes
 
 FORMAT = "srkd-train-state"
-FORMAT_VERSION = 1
+# 2: the lr schedule is recorded as ``schedule`` (lr, milestones, step_size, gamma), no torch scheduler state (the
+# engine's lr is a function of the iteration). Format 1 checkpoints (a ``scheduler`` state) still resume.
+FORMAT_VERSION = 2
 CKPT_DIR = "ckpt"
 _NAME = re.compile(r"^iter_(\d{8,})\.pt$")
 

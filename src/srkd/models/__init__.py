@@ -15,13 +15,13 @@ The registry is an explicit table (no import-time registration side effects). Ev
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
 
 from srkd.errors import SrkdError
+from srkd.models.base import ModelSpec, model_scale, model_spec, unwrap_model, upsamples_input
 from srkd.models.layout import Layout
 
 # name -> "module:Class". Adding an architecture = one file (network + its checkpoint LAYOUTS) + one line here.
@@ -41,35 +41,12 @@ ARCHITECTURES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    arch: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def to_channels_last(module: ModuleT) -> ModuleT:
     """4-D weights to channels_last, in place: the layout oneDNN and cuDNN run bf16 convolutions fastest in."""
     return module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # valid; not in torch's stubs
-
-
-def model_scale(model: nn.Module) -> int:
-    """The ``scale`` an srkd model was built for, through DDP / ``torch.compile`` / EMA wrappers."""
-    from srkd.models.taps import unwrap_model
-
-    return int(getattr(unwrap_model(model), "scale"))  # noqa: B009 - torch types module attributes as Tensor
-
-
-def model_spec(model: nn.Module) -> ModelSpec:
-    """How the model was built (``build_model`` records it), through the same wrappers."""
-    from srkd.models.taps import unwrap_model
-
-    spec = getattr(unwrap_model(model), "spec", None)
-    if not isinstance(spec, ModelSpec):
-        raise SrkdError(f"{type(model).__name__} was not built by srkd.models.build_model (no spec)")
-    return spec
 
 
 def get_class(arch: str) -> type[nn.Module]:
@@ -114,10 +91,8 @@ def run_sr(model: nn.Module, lr: torch.Tensor, scale: int | None = None) -> torc
     reference implementations do; the others get ``lr`` as is. The resize is differentiable, so gradients reach
     a generator that produced ``lr`` (data-free distillation).
     """
-    from srkd.models.taps import unwrap_model
-
     net = unwrap_model(model)
-    if getattr(net, "upsample_input", False):
+    if upsamples_input(net):
         from srkd.ops.imresize import imresize
 
         lr = imresize(lr, scale=scale or model_scale(net)).clamp(0.0, 1.0)

@@ -22,28 +22,8 @@ import torch
 import torch.nn as nn
 
 from srkd.errors import SrkdError
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare network inside DDP / DataParallel / AveragedModel / ``torch.compile`` wrappers."""
-    from torch.nn.parallel import DataParallel, DistributedDataParallel
-    from torch.optim.swa_utils import AveragedModel
-
-    while True:
-        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        elif isinstance(model, (DistributedDataParallel, DataParallel, AveragedModel)):
-            model = model.module
-        else:
-            return model
-
-
-def feature_taps(model: nn.Module) -> dict[str, str]:
-    """The model's tap table (name -> module path); every srkd architecture has one."""
-    table = getattr(model, "feature_taps", None)
-    if not callable(table):
-        raise SrkdError(f"{type(model).__name__} has no feature_taps(): feature KD needs an srkd architecture")
-    return dict(table())
+from srkd.models.base import feature_taps as feature_taps  # re-exported: the contract lives in models.base
+from srkd.models.base import unwrap_model as unwrap_model
 
 
 def standard_taps(body: nn.Sequential, body_out: str) -> dict[str, str]:
@@ -145,7 +125,7 @@ def body_block_paths(model: nn.Module) -> list[str]:
     names (BSRN's ``B1``..``B8``, IMDN's ``IMDB1``..) split into segments like EDSR's ``body.<i>``.
     """
     taps = feature_taps(unwrap_model(model))
-    paths = []
+    paths: list[str] = []
     while f"body.{len(paths)}" in taps:
         paths.append(taps[f"body.{len(paths)}"])
     if not paths:

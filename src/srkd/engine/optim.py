@@ -1,0 +1,223 @@
+"""The optimiser side of the engine: what is built from the student's parameters, the learning rate as a pure
+function of the iteration, and :func:`optimizer_step`, the arithmetic of one training iteration.
+
+:func:`optimizer_step` is the one place where a method's loss becomes a parameter update (autocast forward,
+backward through the grad scaler, gradient norm and clipping, the optimiser step). The training loop
+(:mod:`srkd.engine.trainer`) and the KD-step benchmark (:mod:`srkd.bench.kd_step`) both call it, so the benchmark
+measures the step the engine runs.
+
+The learning rate is :meth:`Schedule.lr_at` of the iteration, like nanoGPT's ``get_lr``: step decay at
+``sched.milestones`` (MultiStepLR) or every ``sched.step_size`` iterations (StepLR), restarting at each training
+stage of a progressive method unless it carries its optimiser (``MethodConfig.stage_lengths``). The values are
+the ones torch's schedulers compute (``lr * gamma`` once per decay, in the same order), so a run is bit-identical
+to one driven by ``MultiStepLR``/``StepLR``, and a resumed run needs no scheduler state: the iteration is enough.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from srkd.data.batch import Batch
+from srkd.distill.base import Method
+from srkd.engine.config import TrainConfig
+from srkd.engine.ema import EMA
+from srkd.errors import ConfigError
+
+
+# -- the learning rate -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Schedule:
+    """Step decay of ``lr`` as a function of the iteration (0-based): :meth:`lr_at` is the rate it uses."""
+
+    lr: float
+    milestones: tuple[int, ...] = ()
+    step_size: int | None = None
+    gamma: float = 0.1
+    stage_starts: tuple[int, ...] = (0,)  # where the schedule restarts (progressive stages); always starts with 0
+    _decayed: list[float] = field(default_factory=list, compare=False, repr=False)  # lr after k decays
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> Schedule:
+        lengths = cfg.method.stage_lengths(cfg.train.iterations)
+        starts = [sum(lengths[:i]) for i in range(len(lengths))] or [0]
+        s = cfg.sched
+        return cls(cfg.optim.lr, tuple(s.milestones), s.step_size, s.gamma, tuple(starts))
+
+    def stage_start(self, step: int) -> int:
+        return self.stage_starts[bisect.bisect_right(self.stage_starts, step) - 1]
+
+    def decays(self, step: int) -> int:
+        """How many decays iteration ``step`` is past, counted within its stage."""
+        local = step - self.stage_start(step)
+        if self.step_size is not None:
+            return local // self.step_size
+        return bisect.bisect_right(self.milestones, local)
+
+    def lr_at(self, step: int) -> float:
+        k, values = self.decays(step), self._decayed
+        if not values:
+            values.append(self.lr)
+        while len(values) <= k:  # torch's chained form: group["lr"] * gamma at each decay (not lr * gamma ** k)
+            values.append(values[-1] * self.gamma)
+        return values[k]
+
+    def as_record(self) -> dict[str, Any]:
+        """What a training checkpoint records of the schedule (compared with the config on resume)."""
+        return {"lr": self.lr, "milestones": list(self.milestones), "step_size": self.step_size, "gamma": self.gamma}
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def saved_schedule(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's schedule record; one written before ``schedule`` existed (format 1) holds the state of a
+    torch ``MultiStepLR``/``StepLR``, read into the same form."""
+    if "schedule" in saved:
+        return dict(saved["schedule"])
+    old = saved.get("scheduler") or {}
+    counts = old.get("milestones") or {}
+    return {
+        "lr": (old.get("base_lrs") or [None])[0],
+        "milestones": sorted(m for m, n in dict(counts).items() for _ in range(n)),
+        "step_size": old.get("step_size"),
+        "gamma": old.get("gamma"),
+    }
+
+
+# -- what is built from the student's parameters --------------------------------------------------------
+@dataclass
+class Optim:
+    """Everything built from the student's parameters; rebuilt together when the student changes."""
+
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    ema: EMA | None
+    names: list[str]  # of params in the plain student ("" for a parameter outside it)
+
+
+def no_parameters(cfg: TrainConfig) -> ConfigError:
+    return ConfigError(f"method {cfg.method.name!r}: the student has no trainable parameters")
+
+
+def build_optim(cfg: TrainConfig, method: Method) -> Optim:
+    params = list(method.trainable_parameters())
+    if not params:
+        raise no_parameters(cfg)
+    o = cfg.optim
+    if o.name == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(
+            params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
+        )
+    else:
+        opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    ema = EMA(method.raw_student, cfg.train.ema) if cfg.train.ema else None
+    names = {id(p): n for n, p in method.raw_student.named_parameters()}
+    return Optim(params, opt, ema, [names.get(id(p), "") for p in params])
+
+
+def carry_optim(old: Optim, new: Optim, method: Method) -> None:
+    """After the student grew: each weight that stayed (same name, same shape) takes its optimiser state (Adam
+    moments and step count) into the new optimiser. (The lr schedule continues by itself: it is a function of
+    the iteration, over the whole run when the method carries its optimiser.)"""
+    now = dict(method.raw_student.named_parameters())
+    for p, name in zip(old.params, old.names):
+        q, state = now.get(name), old.optimizer.state.get(p)
+        if q is not None and state and q.shape == p.shape:
+            new.optimizer.state[q] = {k: v.to(q.device) if torch.is_tensor(v) and v.dim() else v
+                                      for k, v in state.items()}
+
+
+def restore_optim(opt: Optim, saved: dict[str, Any], schedule: Schedule) -> list[str]:
+    """Load a checkpoint's optimiser moments, keeping this config's hyper-parameters.
+
+    torch's ``load_state_dict`` would also bring back the checkpoint's lr, betas, eps... so a run resumed with
+    other settings (``--set optim.eps=...``) would silently keep the old ones. The schedule needs no restoring
+    (the lr is a function of the iteration); a changed one applies from the checkpoint's iteration on. Returns
+    the changes (schedule and optimiser settings), for the log.
+    """
+    mine = [{k: v for k, v in g.items() if k != "params"} for g in opt.optimizer.param_groups]
+    opt.optimizer.load_state_dict(saved["optimizer"])
+    old, new = saved_schedule(saved), schedule.as_record()
+    old["lr"], new["lr"] = [old.get("lr")], [new["lr"]]  # shown per parameter group, as before: [0.001] -> [0.002]
+    changes = [f"{name} {_plain(old.get(key))} -> {_plain(new[key])}"
+               for key, name in (("lr", "optim.lr"), ("milestones", "sched.milestones"),
+                                 ("step_size", "sched.step_size"), ("gamma", "sched.gamma"))
+               if _plain(old.get(key)) != _plain(new[key])]
+    for group, hyper in zip(opt.optimizer.param_groups, mine):
+        for key in ("betas", "eps", "weight_decay", "momentum"):
+            note = f"optim.{key} {_plain(group.get(key))} -> {_plain(hyper.get(key))}"
+            if _plain(group.get(key)) != _plain(hyper.get(key)) and note not in changes:
+                changes.append(note)
+        group.update({k: v for k, v in hyper.items() if k not in ("lr", "initial_lr")})
+    return changes
+
+
+def _plain(value: Any) -> Any:
+    """Checkpoint and config values in one comparable form (tuple betas, list milestones)."""
+    if isinstance(value, dict):
+        return sorted(m for m, n in value.items() for _ in range(n))
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+# -- one iteration's arithmetic -------------------------------------------------------------------------
+@dataclass
+class StepResult:
+    loss: torch.Tensor  # detached
+    logs: dict[str, torch.Tensor]
+    grad_norm: torch.Tensor  # before clipping
+    applied: bool = True  # False: the gate refused the update (a non-finite loss or gradient that is skipped)
+
+
+def make_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """fp16's loss scaling; at any other precision a disabled scaler, whose calls pass everything through."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def optimizer_step(
+    method: Method,
+    batch: Batch,
+    optimizer: torch.optim.Optimizer,
+    params: Iterable[nn.Parameter],
+    scaler: torch.amp.GradScaler,
+    amp: torch.dtype | None,
+    grad_clip: float | None = None,
+    gate: Callable[[StepResult], bool] | None = None,
+) -> StepResult:
+    """One training iteration on a batch already on its device: the method's loss under autocast (``amp``: the
+    autocast dtype, None for fp32), backward through the grad scaler, the gradient norm (always measured; clipped
+    at ``grad_clip``), then the optimiser step unless ``gate`` (given the result so far) returns False."""
+    with torch.autocast(batch.lr.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        loss, logs = method.training_step(batch)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()  # DDP: gradients averaged over ranks here
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip or math.inf)
+    result = StepResult(loss.detach(), logs, grad_norm)
+    result.applied = gate is None or gate(result)
+    if result.applied:
+        scaler.step(optimizer)  # fp16: skips steps with inf gradients itself (expected while it calibrates)
+        scaler.update()
+    return result
+
+
+__all__ = [
+    "Optim",
+    "Schedule",
+    "StepResult",
+    "build_optim",
+    "carry_optim",
+    "make_scaler",
+    "optimizer_step",
+    "restore_optim",
+    "saved_schedule",
+    "set_lr",
+]
