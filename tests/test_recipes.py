@@ -64,7 +64,7 @@ def test_a_recipe_is_found_by_name(spec: str, name: str, tmp_path: Path, monkeyp
 
 
 def test_an_unknown_name_lists_the_closest_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(ConfigError, match=r"edsr-x4-dukdd: no such config file and no shipped recipe of that "
+    with pytest.raises(ConfigError, match=r"edsr-x4-dukdd: config file not found, nor a shipped recipe of that "
                                           r"name \(closest: edsr-x4-dukd, "):
         resolve_recipe("edsr-x4-dukdd")
     assert main(["train", "swinir-x9-kd"]) == 2

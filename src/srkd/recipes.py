@@ -49,7 +49,7 @@ def resolve_recipe(spec: str | os.PathLike[str]) -> Path:
         return recipes_dir() / f"{by_stem[0]}{SUFFIX}"
     close = difflib.get_close_matches(key, names, n=5, cutoff=0.5) or by_stem
     hint = f"closest: {', '.join(close)}" if close else f"{len(names)} recipes: srkd config list"
-    raise ConfigError(f"{text}: no such config file and no shipped recipe of that name ({hint})")
+    raise ConfigError(f"{text}: config file not found, nor a shipped recipe of that name ({hint})")
 
 
 __all__ = ["recipe_names", "recipes_dir", "resolve_recipe"]
