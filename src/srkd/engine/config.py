@@ -47,11 +47,12 @@ SEED_MAX = 2**63 - 2**40  # torch's seed is 64-bit and each rank adds 1_000_003 
 
 
 class StudentConfig(StrictModel):
-    arch: str
-    kwargs: ModelKwargs = {}
+    arch: str = Field(description="architecture of the student (edsr, rcan, swinir, vdsr, imdn, rfdn, bsrn, ...)")
+    kwargs: ModelKwargs = Field({}, description="constructor arguments of the architecture, e.g. {n_feats: 64}")
     # Warm start from an srkd checkpoint (e.g. DUKD's x4 student starts from its x2 one): tensors whose name
     # and shape match are copied, the rest (the upsampler of another scale) keep their fresh initialisation.
-    init: str | None = None
+    init: str | None = Field(None, description="srkd checkpoint to warm-start from: tensors of matching name and "
+                             "shape are copied, the rest keep their fresh initialisation")
 
 
 class TeacherConfig(StrictModel):
@@ -61,9 +62,11 @@ class TeacherConfig(StrictModel):
     tests and speed measurements, and announced with a warning.
     """
 
-    checkpoint: str | None = None
-    arch: str | None = None
-    kwargs: ModelKwargs = {}
+    checkpoint: str | None = Field(None, description="the teacher: an srkd checkpoint, a zoo:NAME teacher "
+                                   "(srkd teachers download NAME) or a path")
+    arch: str | None = Field(None, description="architecture the checkpoint must hold (checked); without a "
+                             "checkpoint, builds a random teacher (smoke tests only)")
+    kwargs: ModelKwargs = Field({}, description="constructor arguments of a random teacher (with arch, no checkpoint)")
 
     @model_validator(mode="after")
     def _checkpoint_or_arch(self) -> TeacherConfig:
@@ -75,30 +78,39 @@ class TeacherConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
-    train: list[str] = []  # dataset names or folders of HR images
-    val: list[str] = []  # benchmark names or HR folders, evaluated every train.val_every iterations
-    data_root: str | None = None
-    lr_patch: int = Field(48, ge=4, le=4096)
-    batch_size: int = Field(16, ge=1, le=65536)  # per rank: the global batch is batch_size * world_size
-    colour: Literal["rgb", "y"] | None = None  # None: the student's colour mode
-    augment: bool = True
+    train: list[str] = Field([], description="training sets: registry names (T91, DIV2K; srkd data download) "
+                             "or folders of HR images")
+    val: list[str] = Field([], description="validation sets (Set5...) or HR folders, evaluated every "
+                           "train.val_every iterations")
+    data_root: str | None = Field(None, description="where registry names are looked up (default: $SRKD_DATA, "
+                                  "else ~/.cache/srkd)")
+    lr_patch: int = Field(48, ge=4, le=4096, description="side of the LR training patches (HR: lr_patch * scale)")
+    batch_size: int = Field(16, ge=1, le=65536, description="patches per step and process (the global batch is "
+                            "batch_size * world size)")
+    colour: Literal["rgb", "y"] | None = Field(None, description="rgb or y (luma only); default: the student's "
+                                               "colour mode")
+    augment: bool = Field(True, description="random flips and 90-degree rotations of the training patches")
 
 
 class OptimConfig(StrictModel):
-    name: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(1e-4, gt=0, allow_inf_nan=False)
-    betas: Annotated[tuple[float, float], AfterValidator(_betas)] = (0.9, 0.99)
-    eps: float = Field(1e-8, gt=0, allow_inf_nan=False)
-    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
-    momentum: float = Field(0.9, ge=0, allow_inf_nan=False)  # sgd only
+    name: Literal["adam", "sgd"] = Field("adam", description="the student's optimiser: adam or sgd")
+    lr: float = Field(1e-4, gt=0, allow_inf_nan=False, description="initial learning rate")
+    betas: Annotated[tuple[float, float], AfterValidator(_betas)] = Field(
+        (0.9, 0.99), description="Adam's moment decays (beta1, beta2), each in [0, 1)")
+    eps: float = Field(1e-8, gt=0, allow_inf_nan=False, description="Adam's denominator epsilon")
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False, description="L2 weight decay")
+    momentum: float = Field(0.9, ge=0, allow_inf_nan=False, description="SGD momentum (sgd only)")
 
 
 class SchedConfig(StrictModel):
     """Per-iteration step decay: MultiStepLR at ``milestones``, or StepLR every ``step_size`` iterations."""
 
-    milestones: Milestones = []
-    gamma: float = Field(0.1, gt=0, allow_inf_nan=False)
-    step_size: int | None = Field(None, ge=1)
+    milestones: Milestones = Field([], description="iterations at which the learning rate is multiplied by "
+                                   "gamma (MultiStepLR), strictly increasing")
+    gamma: float = Field(0.1, gt=0, allow_inf_nan=False, description="factor applied to the learning rate at "
+                         "each decay")
+    step_size: int | None = Field(None, ge=1, description="decay every step_size iterations (StepLR) instead of "
+                                  "at milestones")
 
     @model_validator(mode="after")
     def _one_kind(self) -> SchedConfig:
@@ -110,34 +122,42 @@ class SchedConfig(StrictModel):
 
 
 class TrainLoopConfig(StrictModel):
-    iterations: int = Field(ge=1, le=10**12)
-    grad_clip: float | None = Field(None, gt=0, allow_inf_nan=False)
-    ema: float | None = Field(None, gt=0, lt=1)  # EMA decay of the student weights, e.g. 0.999
-    val_every: int = Field(5000, ge=0)  # 0: validate only at the end
-    ckpt_every: int = Field(5000, ge=1)
-    keep_ckpt: int = Field(2, ge=1)  # training checkpoints kept in run_dir/ckpt (oldest deleted)
-    log_every: int = Field(100, ge=1)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # auto: bf16 where the device runs it natively
-    channels_last: bool = False
-    compile: bool = False
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    nonfinite: Literal["stop", "skip"] = "stop"  # what a NaN/inf loss or gradient does
-    max_skips: int = Field(100, ge=0)  # with nonfinite=skip: stop after this many skipped iterations
-    tensorboard: bool = True  # when the tensorboard package is installed
+    iterations: int = Field(ge=1, le=10**12, description="student optimiser steps of the whole run")
+    grad_clip: float | None = Field(None, gt=0, allow_inf_nan=False, description="clip the gradients' global "
+                                    "norm to this value (none: no clipping)")
+    ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of the student weights, e.g. 0.999; the "
+                              "EMA copy is validated and shipped (none: the raw weights)")
+    val_every: int = Field(5000, ge=0, description="validate every N iterations (0: only at the end)")
+    ckpt_every: int = Field(5000, ge=1, description="write a resumable training checkpoint every N iterations")
+    keep_ckpt: int = Field(2, ge=1, description="training checkpoints kept in run_dir/ckpt (oldest deleted)")
+    log_every: int = Field(100, ge=1, description="log losses and speed every N iterations")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "fp32", description="autocast precision; auto: bf16 where the device runs it natively, else fp32")
+    channels_last: bool = Field(False, description="NHWC memory format (faster convolutions on recent hardware)")
+    compile: bool = Field(False, description="torch.compile the student")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
+    nonfinite: Literal["stop", "skip"] = Field("stop", description="what a NaN/inf loss or gradient does: stop "
+                                               "the run, or skip that update")
+    max_skips: int = Field(100, ge=0, description="with nonfinite=skip: stop after this many skipped iterations")
+    tensorboard: bool = Field(True, description="write TensorBoard events (when the tensorboard package is "
+                              "installed)")
 
 
 class TrainConfig(StrictModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", max_length=128)  # a folder name: runs/<name>
-    seed: int = Field(0, ge=0, le=SEED_MAX)
-    scale: int = Field(ge=1, le=8)
-    out_dir: str | None = None  # default runs/<name>
-    student: StudentConfig
-    teacher: TeacherConfig | None = None
-    method: SerializeAsAny[MethodConfig]
-    data: DataConfig = DataConfig()
-    optim: OptimConfig = OptimConfig()
-    sched: SchedConfig = SchedConfig()
-    train: TrainLoopConfig
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", max_length=128,
+                      description="the run's name, also its folder: runs/<name>")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of every random choice (weights, patches, "
+                      "augmentations)")
+    scale: int = Field(ge=1, le=8, description="upscaling factor (2, 3, 4...)")
+    out_dir: str | None = Field(None, description="run folder (default: runs/<name>; srkd train --out wins)")
+    student: StudentConfig = Field(description="the network trained and shipped")
+    teacher: TeacherConfig | None = Field(None, description="the network distilled from (none: scratch)")
+    method: SerializeAsAny[MethodConfig] = Field(description="distillation method: name (scratch, kd, fakd, csd, "
+                                                 "dukd, datafree) and its own settings")
+    data: DataConfig = Field(DataConfig(), description="training and validation data")
+    optim: OptimConfig = Field(OptimConfig(), description="the student's optimiser")
+    sched: SchedConfig = Field(SchedConfig(), description="learning-rate step decay, counted in iterations")
+    train: TrainLoopConfig = Field(description="the loop: length, EMA, validation, checkpoints, precision, device")
 
     @field_validator("method", mode="before")
     @classmethod
