@@ -359,17 +359,18 @@ def samples_section(data: ReportData) -> Section:
     return Section("Synthetic samples (DFSR Fig. 3)", blocks)
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as one level of dotted keys ({"optim.lr": "0.0001", ...}), each leaf as its JSON text."""
     if isinstance(d, dict):
         out: dict[str, Any] = {}
         for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flatten_config(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: json.dumps(d, sort_keys=True)}
 
 
 def config_signature(run: Run, ignore: set[str]) -> str:
-    flat = _flat(with_data_keys(run.config))  # T91 and ../shared/data/train/T91 are one data set
+    flat = flatten_config(with_data_keys(run.config))  # T91 and ../shared/data/train/T91 are one data set
     return json.dumps({k: v for k, v in flat.items() if k not in BOOKKEEPING | ignore}, sort_keys=True)
 
 

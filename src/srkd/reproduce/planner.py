@@ -27,7 +27,7 @@ from srkd.engine.state import list_checkpoints
 from srkd.errors import SrkdError
 from srkd.models import get_class
 from srkd.recipes import recipes_dir
-from srkd.report.build import BOOKKEEPING, _flat, reference_cache
+from srkd.report.build import BOOKKEEPING, flatten_config, reference_cache
 from srkd.report.runs import RESULTS_FILE, WEIGHTS, Run, missing, read_results, resolve_sets
 from srkd.reproduce.tables import TABLES, Cell, Mode, PaperTable, format_recipe
 
@@ -124,8 +124,8 @@ def _same_config(run_dir: Path, cfg: Any) -> bool:
     # is still that recipe's run
     skip = BOOKKEEPING | {"train.precision"}
     # a run of the recipe from when it named its data by folder (../shared/data/train/T91) is still its run
-    a = {k: v for k, v in _flat(with_data_keys(saved)).items() if k not in skip}
-    b = {k: v for k, v in _flat(with_data_keys(now)).items() if k not in skip}
+    a = {k: v for k, v in flatten_config(with_data_keys(saved)).items() if k not in skip}
+    b = {k: v for k, v in flatten_config(with_data_keys(now)).items() if k not in skip}
     return a == b
 
 

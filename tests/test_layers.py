@@ -1,0 +1,88 @@
+"""The package's structure, checked by parsing its source (no import runs):
+
+- layers: ``models``/``ops``/``data`` (and the helpers beside them) -> ``distill`` -> ``engine`` ->
+  ``report``/``reproduce`` -> ``cli``, with no import pointing up (a module may import its own layer or below);
+- no private name (``_x``) imported from another package;
+- no function in ``engine/`` or ``distill/`` longer than 80 lines: the training loop and the methods read on a
+  screen.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "srkd"
+
+# Lowest first. A top-level module (srkd/io.py) or package (srkd/models/) is named by its first path component.
+LAYERS: list[set[str]] = [
+    {"errors", "io", "config_base", "precision", "recipes"},
+    {"ops"},
+    {"models", "data", "metrics", "checkpoint", "evaluation", "export"},
+    {"distill"},
+    {"engine"},
+    {"report", "reproduce", "bench", "demo"},
+    {"cli", "api", "__init__", "__main__"},
+]
+RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+
+# Functions allowed past MAX_LINES: only in files another change owns right now (the data-free split).
+MAX_LINES = 80
+LONG_ALLOWED: set[tuple[str, str]] = set()
+
+
+def unit(path: Path) -> str:
+    rel = path.relative_to(SRC)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def srkd_imports(tree: ast.AST) -> list[tuple[int, str, list[str]]]:
+    """(line, module, imported names) of every ``srkd.*`` import, including those inside functions."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("srkd."):
+            found.append((node.lineno, node.module, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name, []) for a in node.names if a.name.startswith("srkd.")]
+    return found
+
+
+def sources() -> list[tuple[Path, ast.AST]]:
+    return [(p, ast.parse(p.read_text(encoding="utf-8"))) for p in sorted(SRC.rglob("*.py"))]
+
+
+def test_every_module_has_a_layer() -> None:
+    assert not {unit(p) for p, _ in sources()} - set(RANK)
+
+
+def test_no_import_points_up_a_layer() -> None:
+    upward = []
+    for path, tree in sources():
+        own = RANK[unit(path)]
+        for line, module, _names in srkd_imports(tree):
+            target = module.split(".")[1]
+            if RANK.get(target, 0) > own:
+                upward.append(f"{path.relative_to(SRC)}:{line} imports {module}")
+    assert not upward, "\n".join(upward)
+
+
+def test_no_private_name_is_imported_from_another_package() -> None:
+    private = []
+    for path, tree in sources():
+        for line, module, names in srkd_imports(tree):
+            if module.split(".")[1] != unit(path):
+                private += [f"{path.relative_to(SRC)}:{line} {module}.{n}" for n in names if n.startswith("_")]
+    assert not private, "\n".join(private)
+
+
+def test_engine_and_method_functions_fit_on_a_screen() -> None:
+    long = []
+    for path, tree in sources():
+        if unit(path) not in ("engine", "distill"):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_LINES and (path.name, node.name) not in LONG_ALLOWED:
+                    long.append(f"{path.relative_to(SRC)}: {node.name} is {lines} lines")
+    assert not long, "\n".join(long)
