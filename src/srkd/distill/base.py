@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field
 
 from srkd.config_base import StrictModel
 from srkd.data.batch import Batch as Batch  # re-exported for methods written against it
@@ -55,7 +56,7 @@ def teacher_chunk(lr: torch.Tensor) -> int:
 class MethodConfig(StrictModel):
     """Base of each method's config section (``method:`` in the YAML); ``name`` selects the method."""
 
-    name: str
+    name: str = Field(description="the method: scratch, kd, fakd, csd, dukd or datafree")
 
     def check_budget(self, iterations: int) -> str | None:
         """What goes wrong when this method runs for ``iterations`` student steps, or None. Methods whose own

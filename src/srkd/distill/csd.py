@@ -50,17 +50,20 @@ _EPS = 1e-7
 
 
 class Config(MethodConfig):
-    name: Literal["csd"] = "csd"
+    name: Literal["csd"] = Field("csd", description="contrastive self-distillation (Wang et al. 2021)")
     width: float = Field(0.25, gt=0, le=1, description="student channels = round(width * n_feats)")
     teacher_weight: float = Field(1.0, ge=0, description="weight of L1(T(lr), hr) for the full-width branch")
     contrast_weight: float = Field(200.0, ge=0, description="lambda of the contrastive term")
-    layer_weights: list[float] = Field(default_factory=lambda: [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0])
+    layer_weights: list[float] = Field(default_factory=lambda: [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0],
+                                       description="weights of VGG19 relu1_1 ... relu5_1 in the contrastive term")
     num_neg: int = Field(10, ge=1, description="bicubic-upsampled LR negatives per batch")
-    detach_teacher: bool = True
+    detach_teacher: bool = Field(True, description="the full-width side of the contrastive term gets no gradient")
     vgg_weights: str | None = Field(None, description="torchvision vgg19 state dict (.pth/.safetensors)")
-    vgg_sha256: str | None = None
-    vgg_input: Literal["imagenet", "raw255"] = "imagenet"
-    init_from_teacher: bool = True
+    vgg_sha256: str | None = Field(None, description="expected sha256 of vgg_weights (checked when given)")
+    vgg_input: Literal["imagenet", "raw255"] = Field("imagenet", description="VGG input: ImageNet-normalised, or "
+                                                     "0-255 un-normalised (public code)")
+    init_from_teacher: bool = Field(True, description="start the slimmable network from the teacher section's "
+                                    "weights (same architecture and size)")
 
 
 def summed_l1_to_negatives(f_s: torch.Tensor, f_n: torch.Tensor) -> torch.Tensor:

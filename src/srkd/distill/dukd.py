@@ -47,25 +47,28 @@ AugTarget = Literal["main", "zoom_in", "zoom_out"]
 
 
 class Config(MethodConfig):
-    name: Literal["dukd"] = "dukd"
+    name: Literal["dukd"] = Field("dukd", description="data upcycling KD (Zhang et al. 2023)")
     pix_weight: float = Field(
         5.0, ge=0, description="weight of L1(S(lr), hr); 5 for EDSR/SwinIR, 1-2 for RCAN"
     )
     kd_weight: float = Field(1.0, ge=0, description="weight of L1(S(lr), T(lr))")
-    zoom_in: bool = True
+    zoom_in: bool = Field(True, description="add the zoom-in term: LR-sized crops of the HR patch as inputs")
     zoom_in_crops: int = Field(
         1, ge=1, description="LR-sized crops of each HR patch (public code: 2 for EDSR x2)"
     )
-    zoom_in_grid: bool = False
-    zoom_in_weight: float = Field(1.0, ge=0)
-    zoom_out: bool = True
-    zoom_out_weight: float = Field(1.0, ge=0)
-    zoom_out_pix: bool = False
-    augment: bool = True
+    zoom_in_grid: bool = Field(False, description="zoom-in crops are distinct tiles of the s x s grid (public "
+                               "code) instead of random positions")
+    zoom_in_weight: float = Field(1.0, ge=0, description="weight of the zoom-in term")
+    zoom_out: bool = Field(True, description="add the zoom-out term: the LR downscaled 1/s as input (off for SwinIR)")
+    zoom_out_weight: float = Field(1.0, ge=0, description="weight of the zoom-out term")
+    zoom_out_pix: bool = Field(False, description="also L1(S(zoomed-out), lr), weighted by pix_weight (public "
+                               "code, not in the paper)")
+    augment: bool = Field(True, description="invertible random augmentations of the student's upcycled inputs")
     augment_p: float = Field(
         0.3, ge=0, le=1, description="probability of each op (flip h, flip v, rot, invert)"
     )
-    augment_on: list[AugTarget] = Field(default_factory=lambda: list[AugTarget](["zoom_in", "zoom_out"]))
+    augment_on: list[AugTarget] = Field(default_factory=lambda: list[AugTarget](["zoom_in", "zoom_out"]),
+                                        description="inputs augmented: main, zoom_in, zoom_out")
 
 
 def random_crops(

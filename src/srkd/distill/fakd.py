@@ -47,9 +47,9 @@ _EPS = 1e-7
 
 
 class Config(MethodConfig):
-    name: Literal["fakd"] = "fakd"
+    name: Literal["fakd"] = Field("fakd", description="feature-affinity KD (Wang et al. 2020)")
     alpha: float = Field(0.5, ge=0, le=1, description="share of the teacher term against the HR term")
-    feature_weight: float = Field(10.0, ge=0)
+    feature_weight: float = Field(10.0, ge=0, description="weight of the feature-affinity term")
     segments: int = Field(3, ge=1, description="taps = outputs of this many equal body segments")
     max_positions: int = Field(4096, ge=1, description="subsample spatial positions above this many")
     chunk_elements: int = Field(2**27, ge=1, description="affinity entries computed at a time (memory bound)")

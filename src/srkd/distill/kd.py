@@ -17,9 +17,9 @@ from srkd.distill.base import MethodConfig
 
 
 class Config(MethodConfig):
-    name: Literal["kd"] = "kd"
-    pix_weight: float = Field(1.0, ge=0.0)
-    kd_weight: float = Field(1.0, ge=0.0)
+    name: Literal["kd"] = Field("kd", description="response KD: pix_weight * L1(S, HR) + kd_weight * L1(S, T)")
+    pix_weight: float = Field(1.0, ge=0.0, description="weight of L1(S(lr), hr), the HR term")
+    kd_weight: float = Field(1.0, ge=0.0, description="weight of L1(S(lr), T(lr)), the teacher term")
 
 
 class Method(MethodBase):

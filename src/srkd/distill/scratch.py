@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import Field
 
 from srkd.data.batch import Batch
 from srkd.distill.base import Method as MethodBase
@@ -12,7 +13,7 @@ from srkd.distill.base import MethodConfig
 
 
 class Config(MethodConfig):
-    name: Literal["scratch"] = "scratch"
+    name: Literal["scratch"] = Field("scratch", description="no teacher: L1(S(lr), hr), the baseline")
 
 
 class Method(MethodBase):

@@ -36,11 +36,12 @@ from srkd.ops.imresize import imresize
 class UpcycleConfig(StrictModel):
     """``method.upcycle`` of the data-free method: each toggle off by default (the paper's method)."""
 
-    zoom_in: bool = False  # LR-sized crops of the teacher's output of the batch as extra inputs
-    zoom_in_crops: int = Field(1, ge=1)  # crops per generated image
-    zoom_out: bool = False  # the batch downscaled by 1/s as extra inputs
-    augment: bool = False  # invertible per-sample augmentations of every student input
-    augment_p: float = Field(0.3, ge=0.0, le=1.0)  # probability of each op (DUKD's public code: 0.3)
+    zoom_in: bool = Field(False, description="LR-sized crops of the teacher's output of the batch as extra inputs")
+    zoom_in_crops: int = Field(1, ge=1, description="zoom-in crops per generated image")
+    zoom_out: bool = Field(False, description="the batch downscaled by 1/s as extra inputs")
+    augment: bool = Field(False, description="invertible per-sample augmentations of every student input")
+    augment_p: float = Field(0.3, ge=0.0, le=1.0, description="probability of each augmentation op (DUKD's public "
+                             "code: 0.3)")
 
     @property
     def active(self) -> bool:
