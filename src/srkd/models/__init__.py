@@ -10,6 +10,9 @@ The registry is an explicit table (no import-time registration side effects). Ev
   and feature KD) and ``tail`` attributes, and ``feature_taps()`` (tap name -> module path) for forward hooks;
   each body block has ``identity_()``, which makes it compute its input (function-preserving growth);
 - records how it was built in ``model.spec`` (:class:`ModelSpec`) so checkpoints are self-describing.
+
+The contract is typed in :mod:`srkd.models.base` (``SRModel``), with one accessor per attribute for code outside
+the architectures.
 """
 
 from __future__ import annotations
