@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "distil a small student offline on bundled photos and write an HTML report"),
     "train": ("train", "train a student (scratch, kd, fakd, csd, dukd, datafree) from a YAML config"),
     "datafree": ("train", "alias of `train` for data-free (DFSR) configs"),
+    "config": ("config", "the shipped recipes: list them, show one with every key described, JSON schema"),
     "eval": ("eval", "PSNR/SSIM (Y channel) of a model or bicubic on benchmark sets"),
     "upscale": ("upscale", "super-resolve images with a checkpoint (tiled, bounded memory)"),
     "metrics": ("metrics", "PSNR/SSIM between SR and HR images, paired by file name"),
