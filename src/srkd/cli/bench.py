@@ -14,6 +14,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
@@ -30,10 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     names = ", ".join(f"{k} ({v[3]})" for k, v in BENCHMARKS.items())
     parser.add_argument("which", choices=[*BENCHMARKS, "all"], metavar="NAME",
                         help=f"one of: {names}; or all (every one but kd-accuracy)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--json", metavar="OUT",
+    parser.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu or cuda")
+    parser.add_argument("--json", metavar="OUT|-",
                         help="write the results (and machine, commit, date) to OUT; results of other benchmarks "
-                        "already in OUT from the same machine are kept")
+                        "already in OUT from the same machine are kept. '-': the JSON alone on stdout (the "
+                        "progress lines go to stderr)")
     parser.add_argument("--repeats", type=int, default=None, metavar="N", help="timed repetitions per side")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code path, measures nothing")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's)")
@@ -55,6 +57,14 @@ def run(args: argparse.Namespace) -> int:
 
     from srkd.bench import ALL, get
     from srkd.bench.common import BenchOptions, fmt_s, report_header, resolve_bench_device, run_timed
+    from srkd.cli.output import emit_json, pick_device, to_stdout
+
+    args.device = pick_device(args.device)
+    stdout_json = to_stdout(args)
+    out = sys.stderr if stdout_json else sys.stdout  # --json -: stdout holds the JSON and nothing else
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
 
     if args.threads is not None:
         if args.threads < 1:
@@ -78,30 +88,33 @@ def run(args: argparse.Namespace) -> int:
     command = "srkd bench " + " ".join(sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "bench" else [args.which])
     report = report_header(resolve_bench_device(args.device), command)
     report["machine"]["env"] = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ}
-    if args.json:
+    if args.json and not stdout_json:
         report["results"] = previous_results(Path(args.json), report["machine"])
-    for name in names:
-        fn, describe = get(name)
-        load = report["machine"]
-        print(f"== {name} ({args.device}, {load['torch_threads']} threads){' [quick]' if args.quick else ''} ==",
-              flush=True)
-        result = run_timed(name, fn, opts)
-        result.update({k: report[k] for k in ("command", "date", "commit", "dirty")})
-        report["results"][name] = result
-        for line in describe(result):
-            print("  " + line)
-        if args.quick:
-            print("  (--quick: tiny sizes; the speed targets below say nothing about real speed)")
-        for t in result["targets"]:
-            status = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
-            value = "-" if t["value"] is None else f"{t['value']:.4g}"
-            if t.get("cpu_value") is not None:
-                value += f" (CPU time: {t['cpu_value']:.4g}, {'met' if t['met_cpu'] else 'missed'})"
-            print(f"  target: {t['what']} {t['op']} {t['target']:g}: {value} [{status}]")
-        print(f"  wall {fmt_s(result['wall_s'])}, peak RSS {result['peak_rss_mb']:.0f} MB, "
-              f"load avg {result['load_avg_before']} -> {result['load_avg_after']}", flush=True)
-        if args.json:
-            write_json(Path(args.json), _clean(report))  # after every benchmark: a crash later keeps what was measured
+    # --json -: anything a benchmark prints goes to stderr, so stdout is the JSON document alone
+    with contextlib.redirect_stdout(sys.stderr) if stdout_json else contextlib.nullcontext():
+        for name in names:
+            fn, describe = get(name)
+            load = report["machine"]
+            say(f"== {name} ({args.device}, {load['torch_threads']} threads){' [quick]' if args.quick else ''} ==")
+            result = run_timed(name, fn, opts)
+            result.update({k: report[k] for k in ("command", "date", "commit", "dirty")})
+            report["results"][name] = result
+            for line in describe(result):
+                say("  " + line)
+            if args.quick:
+                say("  (--quick: tiny sizes; the speed targets below say nothing about real speed)")
+            for t in result["targets"]:
+                status = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
+                value = "-" if t["value"] is None else f"{t['value']:.4g}"
+                if t.get("cpu_value") is not None:
+                    value += f" (CPU time: {t['cpu_value']:.4g}, {'met' if t['met_cpu'] else 'missed'})"
+                say(f"  target: {t['what']} {t['op']} {t['target']:g}: {value} [{status}]")
+            say(f"  wall {fmt_s(result['wall_s'])}, peak RSS {result['peak_rss_mb']:.0f} MB, "
+                f"load avg {result['load_avg_before']} -> {result['load_avg_after']}")
+            if args.json and not stdout_json:
+                write_json(Path(args.json), _clean(report))  # after every benchmark: a crash later keeps what was measured
+    if stdout_json:
+        emit_json(args, _clean(report))
     return 0
 
 

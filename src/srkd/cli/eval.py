@@ -9,8 +9,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from srkd.cli.output import add_device_option, add_json_option, emit_json, pick_device, to_stdout
 from srkd.errors import SrkdError
-from srkd.io import write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,12 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME_OR_DIR[,...]",
         help="comma-separated dataset names (Set5, Set14, B100, Urban100, Manga109, DIV2K-valid) or HR folders",
     )
-    parser.add_argument(
-        "--json", metavar="FILE", help='write {"<dataset>": {"psnr_y", "ssim_y", "n"}} to FILE'
-    )
+    add_json_option(parser, '{"<dataset>": {"psnr_y", "ssim_y", "n"}} (with --per-image, "images" too)')
     parser.add_argument("--save-dir", metavar="DIR", help="write the SR images to DIR/<dataset>/<name>.png")
     parser.add_argument("--self-ensemble", action="store_true", help="average the 8 flips/rotations (x8)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
+    add_device_option(parser, "the model")
     parser.add_argument(
         "--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast + channels_last"
     )
@@ -95,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             args.model,
             bsets,
             args.scale,
-            device=args.device,
+            device=pick_device(args.device),
             precision=args.precision,
             self_ensemble=args.self_ensemble,
             save_dir=args.save_dir,
@@ -111,10 +109,10 @@ def run(args: argparse.Namespace) -> int:
     for spec, (name, res) in zip(specs, results.items()):
         key = spec if _is_registry_name(spec) else name
         keyed[key if key not in keyed else name] = res
-    print_table(keyed, args.scale, str(args.model), args.per_image)
-    if args.json:
-        summary = {k: {"psnr_y": v["psnr_y"], "ssim_y": v["ssim_y"], "n": v["n"]} for k, v in keyed.items()}
-        write_json(args.json, summary)
+    if not to_stdout(args):
+        print_table(keyed, args.scale, str(args.model), args.per_image)
+    fields = ("psnr_y", "ssim_y", "n", "images") if args.per_image else ("psnr_y", "ssim_y", "n")
+    emit_json(args, {k: {f: v[f] for f in fields if f in v} for k, v in keyed.items()})
     return 0
 
 

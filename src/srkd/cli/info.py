@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from srkd.cli.output import add_device_option, add_json_option, emit_json, pick_device
 from srkd.errors import SrkdError
 
 
@@ -21,11 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", default=None, metavar="CxHxW",
                         help="LR input shape (default: the model's channels x 256 x 256, as DUKD Table 1)")
     parser.add_argument("--scale", type=int, default=None, help="scale (multi-scale checkpoints, arch specs)")
-    parser.add_argument("--device", default="cpu", help="device for the latency run (cpu, cuda...)")
+    add_device_option(parser, "the latency run")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="latency precision")
     parser.add_argument("--iters", type=int, default=10, help="timed runs for the median latency (default 10)")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
-    parser.add_argument("--json", default=None, metavar="FILE", help="also write the numbers as JSON")
+    add_json_option(parser, "the numbers")
 
 
 def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
@@ -90,29 +91,32 @@ def run(args: argparse.Namespace) -> int:
 
     if args.iters < 1:
         raise SrkdError(f"--iters must be >= 1, got {args.iters}")
+    args.device = pick_device(args.device)
     if not args.no_latency:
         from srkd.evaluation.upscale import resolve_device
 
         resolve_device(args.device)  # an unusable device fails before any work
+    say = print if args.json != "-" else _quiet  # --json -: the JSON is the whole of stdout
     model, report = load_any(args.model, args.scale)
     shape = parse_shape(args.input) if args.input else (int(getattr(model, "in_channels", 3)), 256, 256)
     report.update(
         scale=int(model.scale), input=list(shape), params=count_params(model), flops=count_flops(model, shape)
     )
     kwargs = ", ".join(f"{k}={v}" for k, v in report["kwargs"].items())
-    print(f"model    {report['arch']}({kwargs})" + (f"  [{report['checkpoint']}]" if "checkpoint" in report else ""))
-    print(f"params   {_human(report['params'])} ({report['params']:,})")
-    print(f"FLOPs    {_human(report['flops'])} (multiply-accumulates, {'x'.join(map(str, shape))} input, x{model.scale})")
+    say(f"model    {report['arch']}({kwargs})" + (f"  [{report['checkpoint']}]" if "checkpoint" in report else ""))
+    say(f"params   {_human(report['params'])} ({report['params']:,})")
+    say(f"FLOPs    {_human(report['flops'])} (multiply-accumulates, {'x'.join(map(str, shape))} input, x{model.scale})")
     if not args.no_latency:
         # Big models on small CPUs: one probe run sets how many timed runs fit in ~20 s (at least 3).
         probe = measure_latency(model, shape, device=args.device, warmup=1, iters=1, precision=args.precision)
         iters = args.iters if probe * args.iters <= 20 else max(3, min(args.iters, math.ceil(20 / probe)))
         latency = measure_latency(model, shape, device=args.device, warmup=0, iters=iters, precision=args.precision)
         report.update(latency_s=latency, latency_runs=iters, device=args.device, precision=args.precision)
-        print(f"latency  {latency * 1e3:.1f} ms (median of {iters}, batch 1, {args.device}, {args.precision})")
-    if args.json:
-        from srkd.io import write_json
-
-        write_json(args.json, report)
+        say(f"latency  {latency * 1e3:.1f} ms (median of {iters}, batch 1, {args.device}, {args.precision})")
+    emit_json(args, report)
     return 0
+
+
+def _quiet(*_args: object, **_kwargs: object) -> None:
+    pass
 

@@ -22,7 +22,6 @@ read, BasicSR's test pipeline and ``srkd eval`` do), so everything is compared o
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 from pathlib import Path
@@ -53,11 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="grayscale files: 'rgb' replicates "
         "them to RGB then takes Y (default), 'own' compares their own values",
     )
-    parser.add_argument(
-        "--json",
-        metavar="FILE",
-        help='write {"images": [{"name", "psnr_y", "ssim_y"}], "mean": {"psnr_y", "ssim_y"}} to FILE',
-    )
+    from srkd.cli.output import add_json_option
+
+    add_json_option(parser, '{"images": [{"name", "psnr_y", "ssim_y"}], "mean": {"psnr_y", "ssim_y"}}')
 
 
 def _images(path: Path, what: str) -> list[Path]:
@@ -143,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from srkd.cli.output import emit_json, to_stdout
     from srkd.data.images import read_image
-    from srkd.io import write_json
     from srkd.metrics import psnr_y, ssim_y
 
     if args.scale < 1:
@@ -175,18 +172,8 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         table.add_row(r["name"], f"{r['psnr_y']:.4f}", f"{r['ssim_y']:.6f}")
     table.add_row(f"mean of {len(rows)}", f"{mean['psnr_y']:.4f}", f"{mean['ssim_y']:.6f}", style="bold")
-    Console().print(table)
-
-    if args.json:
-
-        def finite(value: float) -> float | None:  # identical images have infinite PSNR: null in strict JSON
-            return value if math.isfinite(value) else None
-
-        write_json(
-            args.json,
-            {
-                "images": [{**r, "psnr_y": finite(r["psnr_y"])} for r in rows],
-                "mean": {"psnr_y": finite(mean["psnr_y"]), "ssim_y": mean["ssim_y"]},
-            },
-        )
+    if not to_stdout(args):
+        Console().print(table)
+    # identical images have an infinite PSNR: null in the (strict) JSON
+    emit_json(args, {"images": rows, "mean": mean})
     return 0

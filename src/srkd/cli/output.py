@@ -51,3 +51,21 @@ def emit_json(args: argparse.Namespace, payload: Any) -> None:
         sys.stdout.flush()
     else:
         write_json(dest, payload)
+
+
+def add_device_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--device``, default ``auto`` on every command, as ``srkd train`` (``train.device: auto``) has it."""
+    parser.add_argument(
+        "--device", default="auto",
+        help=f"device for {what}: auto (default: cuda when available, else cpu), cpu, cuda, cuda:1, mps",
+    )
+
+
+def pick_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu`` (the rule of ``train.device: auto``); any other
+    name is returned for the command to check."""
+    if str(name).strip().lower() != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

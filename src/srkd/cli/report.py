@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="benchmark sets to measure on (default: Set5,Set14,B100)")
     parser.add_argument("--scale", default=None, metavar="S[,S...]",
                         help="only these scales (default: each run's own scale(s))")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto (default: cpu)")
+    from srkd.cli.output import add_device_option
+
+    add_device_option(parser, "evaluating the runs")
     parser.add_argument("--data-root", metavar="DIR", help="dataset root (default: $SRKD_DATA or ~/.cache/srkd)")
     parser.add_argument("--title", default="srkd report")
     parser.add_argument("--no-teacher", action="store_true", help="do not evaluate the runs' teachers")
@@ -44,6 +46,7 @@ def parse_sets(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from srkd.cli.output import pick_device
     from srkd.report.build import FIGURES, build_report
 
     def log(msg: str) -> None:
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         sets=parse_sets(args.data),
         scales=parse_scales(args.scale),
-        device=args.device,
+        device=pick_device(args.device),
         data_root=args.data_root,
         teacher=not args.no_teacher,
         figures=[f for f in FIGURES if not (f == "visual" and args.no_visuals)

@@ -42,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--self-ensemble", action="store_true", help="average the 8 flips/rotations (8x slower)"
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
+    from srkd.cli.output import add_device_option
+
+    add_device_option(parser, "the model")
     parser.add_argument("--ext", default="png", help="output format for folder outputs (png)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from srkd.cli.output import pick_device
     from srkd.data.images import check_output_pixels, read_image, write_image
     from srkd.evaluation.upscale import resolve_device, upscale_image
     from srkd.models import model_scale
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     *raw_inputs, raw_out = args.paths
     out = Path(raw_out)
     pairs = plan_outputs(collect_inputs(raw_inputs), out, raw_inputs, args.ext)
-    device = resolve_device(args.device)
+    device = resolve_device(pick_device(args.device))
     model = _load(args.model, args.scale, device)
     scale = args.scale or model_scale(model)
     precision = "bf16" if args.bf16 else "fp32"

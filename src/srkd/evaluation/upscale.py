@@ -28,6 +28,7 @@ import torch.nn as nn
 from srkd.data.images import check_output_pixels, quantize
 from srkd.errors import SrkdError
 from srkd.models import model_scale
+from srkd.models.base import model_colour, upsamples_input
 from srkd.models.taps import unwrap_model
 
 Precision = Literal["fp32", "bf16"]
@@ -65,9 +66,12 @@ def check_precision(precision: str) -> None:
 
 
 def resolve_device(device: str | torch.device | None, model: nn.Module | None = None) -> torch.device:
-    """``None`` means "where the model already is", so validation during training never moves the student."""
+    """``None`` means "where the model already is", so validation during training never moves the student;
+    ``"auto"`` is CUDA when torch sees a GPU, else the CPU (as ``train.device: auto`` and every command's default)."""
     if device is None:
         return model_device(model) if model is not None else torch.device("cpu")
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
@@ -171,7 +175,7 @@ def super_resolve(
         raise SrkdError(f"unknown y_input '{y_input}' (use one of: {', '.join(Y_INPUTS)})")
     net = unwrap_model(model)
     s = int(scale or model_scale(net))
-    colour = getattr(net, "colour", "rgb")
+    colour = model_colour(net)
     if colour == "y":
         from srkd.ops.color import rgb_to_ycbcr, ycbcr_to_rgb
         from srkd.ops.imresize import imresize
@@ -182,7 +186,7 @@ def super_resolve(
         else:  # the VDSR authors' protocol: bicubic on the float YCbCr planes (the same as on float RGB)
             ycbcr = imresize(lr_ycbcr, scale=s)
         # VDSR-like nets refine the upscaled luma; a Y-channel EDSR/RCAN/SwinIR upscales the LR luma itself.
-        y_in = ycbcr[:, :1] if getattr(net, "upsample_input", False) else lr_ycbcr[:, :1]
+        y_in = ycbcr[:, :1] if upsamples_input(net) else lr_ycbcr[:, :1]
 
         def run(t: torch.Tensor) -> torch.Tensor:
             return network_forward(model, t, precision)
@@ -191,7 +195,7 @@ def super_resolve(
         rgb = ycbcr_to_rgb(torch.cat([y, ycbcr[:, 1:]], dim=1))
         return SRResult(rgb=rgb, y=y)
 
-    if getattr(net, "upsample_input", False):
+    if upsamples_input(net):
         from srkd.models import run_sr
 
         def run(t: torch.Tensor) -> torch.Tensor:
@@ -301,7 +305,7 @@ def tiled_super_resolve(
     out = torch.empty(3, h * s, w * s, dtype=out_dtype)
     out_y = (
         torch.empty(1, h * s, w * s, dtype=out_dtype)
-        if keep_y and getattr(net, "colour", "rgb") == "y"
+        if keep_y and model_colour(net) == "y"
         else None
     )
     rows, cols = tile_spans(h, tile, overlap), tile_spans(w, tile, overlap)
