@@ -20,6 +20,11 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(BIN)/pip install -q -e .
 	touch $@
 
+# The demo trains on scikit-image's bundled photos: the `demo` extra (scikit-image, not a core dependency).
+$(VENV)/.demo: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[demo]"
+	touch $@
+
 $(VENV)/.dev: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
@@ -32,7 +37,7 @@ $(REF): | $(BIN)/python
 venv: $(VENV)/.installed
 dev: $(VENV)/.dev $(REF)
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.demo
 	$(BIN)/srkd demo
 
 test: dev

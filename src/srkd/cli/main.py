@@ -36,6 +36,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Modules of srkd's optional extras (pyproject.toml): import name -> (pip package, extra). A command that needs
+# one says what to install in one line instead of a traceback (e.g. `srkd convert` of a MatConvNet .mat: scipy).
+OPTIONAL: dict[str, tuple[str, str]] = {
+    "scipy": ("scipy", "matconvnet"),
+    "skimage": ("scikit-image", "demo"),
+    "onnx": ("onnx", "onnx"),
+    "onnxruntime": ("onnxruntime", "onnx"),
+    "onnxscript": ("onnxscript", "onnx"),
+}
+
 _python_format = warnings.formatwarning
 _SRKD_SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
@@ -80,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     except SrkdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        extra = OPTIONAL.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        package, group = extra
+        print(f"error: this needs {package}, an optional dependency of srkd that is not installed: "
+              f"pip install 'srkd[{group}]' (or {package})", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -36,8 +36,13 @@ SPLIT_NAMES = {"samples-train": "train", "samples-val": "val"}
 
 
 def _data_dir() -> Path:
-    import skimage.data
-
+    """scikit-image's data folder; scikit-image is the optional ``demo`` extra, not a core dependency (it is only
+    ever used for these photos), so its absence is one line saying what to install."""
+    try:
+        import skimage.data
+    except ImportError:
+        raise DataError("the sample photos (samples-train, samples-val, srkd demo) come with scikit-image, which "
+                        "is not installed: pip install 'srkd[demo]' (or scikit-image)") from None
     return Path(skimage.data.__file__).parent
 
 
