@@ -2,7 +2,7 @@
 
 A method is a small ``nn.Module`` that owns the student, the (frozen) teacher and any auxiliary network it needs
 (CSD's VGG, the data-free generator). It knows how to turn one batch into a loss; the engine owns everything
-else: autocast, backward, gradient clipping, optimiser and lr schedule, EMA, DDP, checkpoints, logging
+else: autocast, backward, gradient clipping, optimiser and lr schedule, EMA, DDP, checkpoints, logging.
 
 Per step the engine calls::
 

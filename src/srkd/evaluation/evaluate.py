@@ -34,6 +34,7 @@ from srkd.evaluation.upscale import (
     super_resolve,
     tiled_super_resolve,
 )
+from srkd.models.base import find_spec, model_scale, upsamples_input
 from srkd.models.taps import unwrap_model
 from srkd.precision import precision_warning
 
@@ -62,12 +63,13 @@ def check_scale(model: nn.Module, scale: int, what: str) -> None:
     """A network that upsamples by itself must do so by ``scale``; pre-upsampling nets (VDSR) serve any scale."""
     net = unwrap_model(model)
     if not isinstance(getattr(net, "scale", None), int) or getattr(net, "colour", None) not in ("rgb", "y"):
-        arch = getattr(getattr(net, "spec", None), "arch", type(net).__name__)
+        spec = find_spec(net)
+        arch = spec.arch if spec is not None else type(net).__name__
         raise CheckpointError(f"{what}: a '{arch}' model is not a super-resolution network (no scale/colour)")
-    if getattr(net, "upsample_input", False):
+    if upsamples_input(net):
         return
-    own = getattr(net, "scale", None)
-    if own is not None and int(own) != int(scale):
+    own = model_scale(net)
+    if own != int(scale):
         raise CheckpointError(f"{what}: this model upscales x{own}, but --scale {scale} was asked for")
 
 
