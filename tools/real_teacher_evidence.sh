@@ -10,7 +10,7 @@ out=${1:-runs/real}
 iters=${ITERS:-1000}
 milestone=${MILESTONE:-750}
 srkd=${SRKD:-.venv/bin/srkd}
-sets="../shared/data/benchmarks/Set5/HR ../shared/data/benchmarks/Set14/HR ../shared/data/benchmarks/B100/HR"
+sets="../shared/data/benchmarks/Set5/HR,../shared/data/benchmarks/Set14/HR,../shared/data/benchmarks/B100/HR"
 # The recipes name their data by registry name (T91, BSD200, General100, Set5): point the data root at the copies
 # in ../shared (each file checked against srkd's shipped sha256; nothing is copied), unless it has them already.
 shared=${SHARED_DATA:-../shared/data}
@@ -27,7 +27,7 @@ for seed in ${SEEDS:-10 11 12}; do
         --set train.iterations="$iters" --set "sched.milestones=[$milestone]" --set train.val_every="$iters" \
         --resume auto --out "$run" > "$run.log" 2>&1
       # shellcheck disable=SC2086
-      "$srkd" eval --model "$run/last.safetensors" --scale 4 --data $sets --json "$run/eval.json" -q >> "$run.log" 2>&1
+      "$srkd" eval --model "$run/last.safetensors" --scale 4 --data "$sets" --json "$run/eval.json" -q >> "$run.log" 2>&1
       echo "$(date -u +%FT%TZ) done  $run"
     fi
   done
