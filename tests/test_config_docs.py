@@ -41,11 +41,7 @@ def _all_models() -> list:
             if model in seen:
                 continue
             seen.add(model)
-            marks = [pytest.mark.xfail(reason="distill/datafree.py is being changed elsewhere; its fields get "
-                                       "descriptions there", strict=True)] if model.__module__.endswith(
-                ".datafree") else []
-            params.append(pytest.param(model, id=f"{owner}:{model.__module__.rsplit('.', 1)[-1]}.{model.__name__}",
-                                       marks=marks))
+            params.append(pytest.param(model, id=f"{owner}:{model.__module__.rsplit('.', 1)[-1]}.{model.__name__}"))
     return params
 
 

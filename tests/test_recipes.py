@@ -16,9 +16,6 @@ from srkd.recipes import recipe_names, recipes_dir, resolve_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(recipes_dir().rglob("*.yaml"))
-# Owned by the data-free change in flight (issue 34 left them to it): they still name ../shared folders.
-PENDING = {"carn-m-x4-datafree-real", "datafree-edsr-quick", "datafree-vdsr-paper", "datafree-vdsr-quick", "datafree-vdsr-quick-data",
-           "dfsr-vdsr-half-data-quick"}
 
 
 def _id(path: Path) -> str:
@@ -26,9 +23,7 @@ def _id(path: Path) -> str:
 
 
 def _params() -> list:
-    return [pytest.param(p, id=_id(p), marks=[pytest.mark.xfail(
-        reason="the data-free recipes are being changed elsewhere; they move to registry names there",
-        strict=True)] if _id(p) in PENDING else []) for p in SHIPPED]
+    return [pytest.param(p, id=_id(p)) for p in SHIPPED]
 
 
 def test_the_recipes_are_package_data_and_the_checkout_links_to_them() -> None:

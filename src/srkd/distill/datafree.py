@@ -80,53 +80,63 @@ DEPTH_KWARGS = ("n_resblocks", "n_layers", "n_blocks")
 
 
 class Config(MethodConfig):
-    name: Literal["datafree"] = "datafree"
-    # noise = the paper's M1 baseline (uniform images); images = real patches (the data-trained control)
-    inputs: Literal["generator", "noise", "images"] = "generator"
-    images: list[str] = Field(default_factory=list)  # inputs: images: dataset names or folders of HR images
-    images_target: Literal["hr", "teacher"] = "hr"  # inputs: images: learn the HR images or the teacher on them
-    fidelity: Literal["paper", "code"] = "paper"  # the paper's gradients or the published code's (module doc)
-    upcycle: UpcycleConfig = Field(default_factory=UpcycleConfig)  # data-free upcycling (srkd.distill.upcycle)
-    # Where M1's uniform noise lives for pre-upsampling students: "lr" = LR-size images bicubic-upscaled like a
-    # generator's output (the like-for-like control), "input" = noise at the network's input size, no upscale.
-    noise_size: Literal["lr", "input"] = "lr"
-    adversarial: bool = True  # L_GEN in the generator loss
-    reconstruction: bool = True  # L_R in the generator loss
-    progressive: bool = True  # grow the student body in len(stages) segments
-    stages: list[int] = Field(default_factory=list)  # student iterations per stage; the last runs to the end
-    # How the blocks a stage adds start. "random": freshly initialised (the paper: S_k is initialised from S_{k-1}
-    # and the new segment is new), so the student's output jumps at each growth and takes steps to recover.
-    # "identity": each new block starts as the identity map (zero residual branch, Dirac kernel for VDSR), so S_k
-    # computes exactly S_{k-1} at the switch and training continues from where it was.
-    growth_init: Literal["random", "identity"] = "random"
-    # The student's optimiser at each growth. "restart" (the reference code): a fresh optimiser and lr schedule
-    # per stage; a fresh Adam's first step moves every weight by about the learning rate, which is what knocks
-    # the grown student's PSNR down for a while (measured in the demo: 21-25 dB one step after growth, from 31+).
-    # "carry": the weights that stay keep their Adam moments, and one schedule runs over the whole run.
-    stage_optimizer: Literal["restart", "carry"] = "restart"
-    w_r: float = Field(1.0, ge=0.0)
-    criterion: Literal["l1", "mse"] = "l1"  # the student's L_KD (Eq. 1/5)
-    kd_reduction: Literal["mean", "sum"] = "mean"  # of the student's loss; the published code sums
-    # The generator's L_KD and L_R: criterion (None = as the student's) and reduction. "mean" is the paper's
-    # Eq. 1-2; the reference code uses MSE with reduction "sum". It matters: with a mean, L_KD << 1 and
-    # -log(1 + L_KD) ~ -L_KD, so both terms are linear in the samples' contrast and no contrast is stable
+    name: Literal["datafree"] = Field("datafree", description="data-free distillation (DFSR)")
+    inputs: Literal["generator", "noise", "images"] = Field(
+        "generator", description="what the student learns on: a generator's images (DFSR), uniform noise (the "
+        "paper's M1 baseline) or real patches of `images` (the data-trained control at equal budget)")
+    images: list[str] = Field(default_factory=list, description="inputs: images: dataset names or HR folders")
+    images_target: Literal["hr", "teacher"] = Field(
+        "hr", description="inputs: images: learn the HR images or the teacher's output on them")
+    fidelity: Literal["paper", "code"] = Field(
+        "paper", description="the paper's gradients, or the published code's effective generator objective "
+        "(8-bit rounded upsampling with zero gradient, L_R against a detached target; module docstring)")
+    upcycle: UpcycleConfig = Field(default_factory=UpcycleConfig,
+                                   description="data-free upcycling: DUKD's augmentations on generated images")
+    # "lr" is the like-for-like control (noise made at LR size and upscaled like a generator's output).
+    noise_size: Literal["lr", "input"] = Field(
+        "lr", description="pre-upsampling students' M1 noise: LR-size and bicubic-upscaled, or at input size")
+    adversarial: bool = Field(True, description="L_GEN = -log(1 + L_KD) in the generator loss")
+    reconstruction: bool = Field(True, description="L_R = |R(T(G(z))) - G(z)| in the generator loss")
+    progressive: bool = Field(True, description="grow the student body in len(stages) segments")
+    stages: list[int] = Field(default_factory=list,
+                              description="student iterations per stage; the last runs to the end")
+    # "random" (the paper: the new segment is new) makes the output jump at each growth; "identity" starts each
+    # new block as the identity map (zero residual branch, Dirac kernel for VDSR), so S_k computes S_{k-1}.
+    growth_init: Literal["random", "identity"] = Field(
+        "random", description="how a stage's new blocks start: freshly initialised, or as identity maps")
+    # A fresh Adam's first step moves every weight by about the lr, which is what knocks the grown student's PSNR
+    # down for a while (measured in the demo: 21-25 dB one step after growth, from 31+).
+    stage_optimizer: Literal["restart", "carry"] = Field(
+        "restart", description="at each growth a fresh optimiser and schedule (the reference code), or carry the "
+        "kept weights' Adam moments and one schedule over the run")
+    w_r: float = Field(1.0, ge=0.0, description="weight of L_R in the generator loss")
+    criterion: Literal["l1", "mse"] = Field("l1", description="the student's L_KD (Eq. 1/5)")
+    kd_reduction: Literal["mean", "sum"] = Field(
+        "mean", description="reduction of the student's loss; the published code sums")
+    # "mean" is the paper's Eq. 1-2; the reference code uses MSE with "sum". It matters: with a mean, L_KD << 1
+    # and -log(1 + L_KD) ~ -L_KD, so both terms are linear in the samples' contrast and no contrast is stable
     # (the samples fade to flat or saturate); with a sum, -log(1 + L_KD) ~ -log L_KD does not depend on the
     # contrast, and the contrast settles where L_R (per pixel) ~ 1 / (w_r * pixels in the batch).
-    gen_criterion: Literal["l1", "mse"] | None = None
-    gen_reduction: Literal["mean", "sum"] = "mean"
-    gen_every: int = Field(50, ge=1)  # k: student steps per generator step
-    gen_lr: float = Field(1e-5, gt=0.0)
-    gen_betas: tuple[float, float] = (0.9, 0.999)
-    gen_milestones: Milestones = Field(default_factory=list)  # student iterations; or gen_step_size
-    gen_step_size: int | None = Field(None, ge=1)
-    gen_gamma: float = Field(0.1, gt=0.0)
-    gen_batch_size: int | None = Field(None, ge=2)  # default: the student's batch size
-    image_size: int = Field(48, ge=8)  # the student's input size (VDSR: after the bicubic upscale)
-    latent_dim: int = Field(256, ge=1)
-    scales: list[int] | None = None  # pre-upsampling students only, e.g. [2, 3, 4]; default [scale]
-    nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf generator loss stops the run or skips that update
-    max_skips: int = Field(10, ge=0)
-    sample_every: int = Field(0, ge=0)  # write a grid of samples + teacher SR every N iterations (0: never)
+    gen_criterion: Literal["l1", "mse"] | None = Field(
+        None, description="the generator's L_KD and L_R criterion (None: as the student's)")
+    gen_reduction: Literal["mean", "sum"] = Field("mean", description="reduction of the generator's losses")
+    gen_every: int = Field(50, ge=1, description="k: student steps per generator step")
+    gen_lr: float = Field(1e-5, gt=0.0, description="the generator's Adam learning rate")
+    gen_betas: tuple[float, float] = Field((0.9, 0.999), description="the generator's Adam betas")
+    gen_milestones: Milestones = Field(
+        default_factory=list, description="student iterations at which the generator's lr decays (or gen_step_size)")
+    gen_step_size: int | None = Field(None, ge=1, description="decay the generator's lr every N student iterations")
+    gen_gamma: float = Field(0.1, gt=0.0, description="the generator's lr decay factor")
+    gen_batch_size: int | None = Field(None, ge=2, description="generator batch (default: the student's)")
+    image_size: int = Field(48, ge=8, description="the student's input size (VDSR: after the bicubic upscale)")
+    latent_dim: int = Field(256, ge=1, description="size of the generator's latent vector z")
+    scales: list[int] | None = Field(
+        None, description="pre-upsampling students only, e.g. [2, 3, 4]: one generator per scale (default [scale])")
+    nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="a NaN/inf generator loss stops the run or skips that update")
+    max_skips: int = Field(10, ge=0, description="with nonfinite: skip, skipped generator updates allowed before the run stops")
+    sample_every: int = Field(
+        0, ge=0, description="write a grid of samples and their teacher SR every N iterations (0: never)")
 
     def check_budget(self, iterations: int) -> str | None:
         # Growth happens at fixed iterations: a run shorter than the stages (a recipe's train.iterations cut to
