@@ -66,6 +66,7 @@ from srkd.engine.build import (
     build_student,
     build_teacher,
     check_method_needs,
+    check_teacher_fits,
     make_method,
     prepare_student,
 )
@@ -155,11 +156,13 @@ def setup_run(
     env: dist.DistEnv | None = None,
     stop: StopSignals | None = None,
     overwrite: bool = False,
+    modules: Prebuilt | None = None,
 ) -> Run:
     """Everything before the first iteration: the checkpoint to resume (see :func:`train`), models, method and
     data (everything a user can get wrong is checked before any training), restored state, the run folder, the
     log, and the loop's random streams. ``env``: the process group (default: one process on
-    ``train.device``); ``stop``: the signal handler whose requests the loop honours."""
+    ``train.device``); ``stop``: the signal handler whose requests the loop honours; ``modules``: networks the
+    caller built (``srkd.distill``), used instead of building them from ``cfg``."""
     env = env or dist.DistEnv(device=dist.pick_device(cfg.train.device))
     precision = check_precision_and_schedule(cfg, env)
     # 1. where we start from: a checkpoint (resume) or nothing; a folder holding another run's results is refused
@@ -168,8 +171,7 @@ def setup_run(
     # 2. models, method, data
     _needs, uses_teacher = check_method_needs(cfg)
     ckpt.seed_everything(cfg.seed)  # identical initialisation on every rank
-    student = build_student(cfg)
-    teacher = build_teacher(cfg, student) if uses_teacher else None
+    student, teacher = build_models(cfg, uses_teacher, modules or Prebuilt())
     method = make_method(cfg, env, student, teacher)
     sampler = build_data(cfg, env, method, model_colour(student))
     # 3. restored weights, then the run folder (rank 0 writes). In this order: a checkpoint that does not fit
@@ -195,6 +197,25 @@ def setup_run(
     log_start(run, resumed[0] if resumed else None, changed)
     seed_loop(run, resumed)
     return run
+
+
+@dataclass(frozen=True)
+class Prebuilt:
+    """Networks a caller already holds, trained in place of the ones ``cfg`` would build (None: build it)."""
+
+    student: nn.Module | None = None
+    teacher: nn.Module | None = None
+
+
+def build_models(cfg: TrainConfig, uses_teacher: bool, given: Prebuilt) -> tuple[nn.Module, nn.Module | None]:
+    """The student and (if the method uses one) the teacher: the caller's, checked like built ones, or built."""
+    student = given.student if given.student is not None else build_student(cfg)
+    if not uses_teacher:
+        return student, None
+    if given.teacher is None:
+        return student, build_teacher(cfg, student)
+    check_teacher_fits(given.teacher, student, cfg.scale)
+    return student, given.teacher
 
 
 def check_precision_and_schedule(cfg: TrainConfig, env: dist.DistEnv) -> str:
@@ -523,19 +544,22 @@ def ema_lag(ema: Scores, raw: Scores | None) -> float | None:
 
 
 # -- the entry point -------------------------------------------------------------------------------------
-def train(cfg: TrainConfig, resume: str | None = "auto", overwrite: bool = False) -> Path:
+def train(
+    cfg: TrainConfig, resume: str | None = "auto", overwrite: bool = False, modules: Prebuilt | None = None
+) -> Path:
     """Train (or continue training) the run ``cfg`` describes; returns the run directory.
 
     ``resume``: ``"auto"`` continues from the newest valid checkpoint in the run directory if there is one,
     a path continues from that checkpoint, ``None`` starts fresh (refused if the run directory already holds
     checkpoints, so nothing is overwritten by accident). A folder holding another run's results is refused
     unless ``overwrite`` (see :mod:`srkd.engine.rundir`), which starts afresh (or from a ``resume`` path) after
-    deleting the folder's srkd files. SIGINT/SIGTERM save a checkpoint and raise :class:`Interrupted`.
+    deleting the folder's srkd files. ``modules``: networks the caller built (see :func:`setup_run`).
+    SIGINT/SIGTERM save a checkpoint and raise :class:`Interrupted`.
     """
     env = dist.init(cfg.train.device)
     try:
         with StopSignals() as stop:
-            run = setup_run(cfg, resume, env=env, stop=stop, overwrite=overwrite)
+            run = setup_run(cfg, resume, env=env, stop=stop, overwrite=overwrite, modules=modules)
             try:
                 run_loop(run)
             finally:
