@@ -153,7 +153,7 @@ def _mean_shift_convs(prefix: str, fixed_range: float) -> Callable[[nn.Module], 
     bias ``-/+ range * mean``; their code has no img_range argument, so the model must use theirs."""
 
     def build(model: nn.Module) -> dict[str, torch.Tensor]:
-        shift = getattr(model, "shift")  # noqa: B009 - srkd's MeanShift (edsr_arch)
+        shift = getattr(model, "shift")  # noqa: B009 - srkd's MeanShift (models.blocks)
         if float(shift.img_range) != fixed_range:
             raise CheckpointError(
                 f"the published code works on images in [0, {fixed_range:g}] but this model has img_range "

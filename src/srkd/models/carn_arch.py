@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from srkd.errors import SrkdError
-from srkd.models.edsr_arch import DIV2K_RGB_MEAN, MeanShift
+from srkd.models.blocks import DIV2K_RGB_MEAN, MeanShift
 from srkd.models.layout import published_layout
 
 # The shared unit's 1x1 conv: full-size CARN's residual units have no body.4, no other layout has b<i>.b1.

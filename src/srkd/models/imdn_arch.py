@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from srkd.errors import SrkdError
-from srkd.models.edsr_arch import fp32_stream
+from srkd.models.blocks import fp32_stream
 from srkd.models.layout import published_layout
 
 LAYOUT_MARKER = r"(?:module\.)?IMDB\d+\.c1\.weight"

@@ -21,15 +21,8 @@ import torch
 import torch.nn as nn
 
 from srkd.errors import SrkdError
-from srkd.models.edsr_arch import (
-    BASICSR_ENDS,
-    DIV2K_RGB_MEAN,
-    OFFICIAL_ENDS,
-    MeanShift,
-    fp32_stream,
-    make_tail,
-    zero_conv_,
-)
+from srkd.models.blocks import DIV2K_RGB_MEAN, MeanShift, fp32_stream, make_tail, zero_conv_
+from srkd.models.edsr_arch import BASICSR_ENDS, OFFICIAL_ENDS
 from srkd.models.layout import Layout, count_keys, mean_from_shift, upsampler_scale
 from srkd.models.taps import standard_taps
 

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from srkd.errors import SrkdError
-from srkd.models.edsr_arch import fp32_stream, zero_conv_
+from srkd.models.blocks import fp32_stream, zero_conv_
 from srkd.models.layout import published_layout
 
 LAYOUT_MARKER = r"feats\.\d+\.smfa\.linear_0\.weight"

@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from srkd.errors import CheckpointError, SrkdError
-from srkd.models.edsr_arch import DIV2K_RGB_MEAN, MeanShift, fp32_stream, make_tail, zero_conv_
+from srkd.models.blocks import DIV2K_RGB_MEAN, MeanShift, fp32_stream, make_tail, zero_conv_
 from srkd.models.layout import Layout, Rule, count_keys, upsampler_scale
 from srkd.models.taps import standard_taps
 
