@@ -38,8 +38,9 @@ from srkd.demo import (
     run_act,
     write_report,
 )
+from srkd.device import resolve_device
 from srkd.engine import state as ckpt
-from srkd.errors import ConfigError
+from srkd.errors import ConfigError, SrkdError
 from srkd.models import build_model
 from srkd.models.profile import count_params
 
@@ -86,8 +87,8 @@ def test_options_pick_the_budget() -> None:
     assert (b.dukd_iterations, b.datafree_iterations, b.lr_patch) == (7, 3, FAST_BUDGET.lr_patch)
     with pytest.raises(ConfigError):
         DemoOptions(iterations_dukd=0).budget()
-    with pytest.raises(ConfigError, match="--device"):
-        demo.pick_device("tpu")
+    with pytest.raises(SrkdError, match="--device"):
+        resolve_device("tpu", what="--device")  # the demo's --device goes through srkd's one device rule
 
 
 def test_student_is_four_times_smaller_than_the_teacher() -> None:

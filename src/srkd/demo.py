@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from srkd.device import resolve_device
 from srkd.errors import CheckpointError, ConfigError
 
 # The bundled teacher (fp16 safetensors in srkd's format, trained by configs/teachers/edsr64-16-x2-cpu.yaml).
@@ -103,15 +104,6 @@ class DemoOptions:
 
 
 # -- devices and precision -----------------------------------------------------------------------------------
-def pick_device(device: str) -> torch.device:
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, not {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: CUDA is not available on this machine")
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    return torch.device("cuda" if use_cuda else "cpu")
-
-
 def train_precision(device: torch.device) -> str:
     """bf16 autocast where it is fast (GPUs, CPUs with bf16 kernels), fp32 where bf16 would be emulated."""
     from srkd.precision import resolve_precision
@@ -493,7 +485,7 @@ def run_demo(opts: DemoOptions, console: Any = None) -> dict[str, Any]:
     cpu: dict[str, float] = {}
     out = Path(opts.out)
     budget = opts.budget()
-    device = pick_device(opts.device)
+    device = resolve_device(opts.device, what="--device")
     precision = train_precision(device)  # what both acts' configs resolve to (see _common)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from srkd.device import resolve_device
 from srkd.errors import SrkdError
 
 SCHEMA = "srkd-bench/1"
@@ -48,12 +49,8 @@ class BenchOptions:
 
 
 def resolve_bench_device(device: str) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SrkdError(f"unknown device '{device}' (use cpu or cuda)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SrkdError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__})")
+    """srkd's device rule (:func:`srkd.device.resolve_device`), limited to what the benchmarks time: cpu or cuda."""
+    dev = resolve_device(device, what="--device")
     if dev.type not in ("cpu", "cuda"):
         raise SrkdError(f"--device {device}: benchmarks run on cpu or cuda")
     return dev

@@ -62,10 +62,8 @@ def add_device_option(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def pick_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu`` (the rule of ``train.device: auto``); any other
-    name is returned for the command to check."""
-    if str(name).strip().lower() != "auto":
-        return name
-    import torch
+    """The ``--device`` value as srkd's one device rule resolves it (:func:`srkd.device.resolve_device`: ``auto``
+    -> ``cuda`` when torch sees a GPU, else ``cpu``), so an unusable device fails before any work."""
+    from srkd.device import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve_device(name, what="--device"))

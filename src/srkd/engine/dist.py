@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from srkd.errors import ConfigError
+from srkd.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -52,24 +52,14 @@ class DistEnv:
         return self.world_size > 1
 
 
-def pick_device(preference: str, local_rank: int = 0) -> torch.device:
-    if preference == "cpu":
-        return torch.device("cpu")
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "train.device: 'cuda' requested but no CUDA device is available (use 'auto' or 'cpu')"
-        )
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
 def init(device_preference: str = "auto", timeout_min: float = 30.0) -> DistEnv:
     """Join the process group that ``torchrun`` describes in the environment, or run as a single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_preference, local_rank)
+    device = resolve_device(device_preference, what="train.device")
+    if device.type == "cuda" and device.index is None:  # one GPU per process under torchrun
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -153,7 +143,6 @@ __all__ = [
     "gather_objects",
     "init",
     "mean_over_ranks",
-    "pick_device",
     "step_stats",
     "wrap_ddp",
 ]

@@ -58,6 +58,7 @@ import torch.nn as nn
 from srkd.checkpoint.io import save_model
 from srkd.data.batch import Batch
 from srkd.data.sampler import PatchSampler
+from srkd.device import resolve_device
 from srkd.distill.base import Method
 from srkd.engine import dist, rundir
 from srkd.engine import state as ckpt
@@ -163,7 +164,7 @@ def setup_run(
     log, and the loop's random streams. ``env``: the process group (default: one process on
     ``train.device``); ``stop``: the signal handler whose requests the loop honours; ``modules``: networks the
     caller built (``srkd.distill``), used instead of building them from ``cfg``."""
-    env = env or dist.DistEnv(device=dist.pick_device(cfg.train.device))
+    env = env or dist.DistEnv(device=resolve_device(cfg.train.device, what="train.device"))
     precision = check_precision_and_schedule(cfg, env)
     # 1. where we start from: a checkpoint (resume) or nothing; a folder holding another run's results is refused
     resumed = rundir.starting_point(cfg.run_dir, cfg, resume, overwrite, None if env.is_main else _quiet)
@@ -339,6 +340,9 @@ def run_loop(run: Run) -> None:
             save_state(run, done)  # after the validation, so that a checkpoint's `best` includes it
     if run.start >= tc.iterations and run.env.is_main and not (run.run_dir / "last.safetensors").exists():
         export(run, "last.safetensors", run.start)
+    # Rank 0 writes the last checkpoint and exports after the other ranks' last collective: without this, a rank
+    # that starts another run in the same process group (or reads the folder) can see the folder before them.
+    dist.barrier(run.env)
 
 
 def begin_stage(run: Run, step: int) -> None:

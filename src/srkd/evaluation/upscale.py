@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from srkd.data.images import check_output_pixels, quantize
+from srkd.device import model_device, resolve_device
 from srkd.errors import SrkdError
 from srkd.models import model_scale
 from srkd.models.base import model_colour, upsamples_input
@@ -52,35 +53,9 @@ class Bicubic(nn.Module):
         return imresize(x, scale=self.scale)
 
 
-def model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for buffer in model.buffers():
-        return buffer.device
-    return torch.device("cpu")
-
-
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise SrkdError(f"unknown precision '{precision}' (use one of: {', '.join(PRECISIONS)})")
-
-
-def resolve_device(device: str | torch.device | None, model: nn.Module | None = None) -> torch.device:
-    """``None`` means "where the model already is", so validation during training never moves the student;
-    ``"auto"`` is CUDA when torch sees a GPU, else the CPU (as ``train.device: auto`` and every command's default)."""
-    if device is None:
-        return model_device(model) if model is not None else torch.device("cpu")
-    if isinstance(device, str) and device.strip().lower() == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SrkdError(f"unknown device '{device}' (e.g. cpu, cuda, cuda:1, mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SrkdError(f"device '{device}' requested but CUDA is not available on this machine")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise SrkdError(f"device '{device}' requested but MPS is not available on this machine")
-    return dev
 
 
 @contextlib.contextmanager
@@ -348,7 +323,7 @@ __all__ = [
     "ensemble_forward",
     "inference_mode",
     "network_forward",
-    "resolve_device",
+    "resolve_device",  # srkd.device's, the one rule every command uses
     "super_resolve",
     "tile_spans",
     "tiled_super_resolve",

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from srkd.data.benchmark import with_data_keys
+from srkd.device import resolve_device
 from srkd.engine.logging import read_log
 from srkd.errors import DataError, SrkdError
 from srkd.report import figures
@@ -44,7 +45,6 @@ from srkd.report.runs import (
     evaluate_cached,
     load_for_scale,
     load_run,
-    resolve_device,
     resolve_sets,
 )
 from srkd.report.tables import pivot_table, results_table
@@ -288,7 +288,7 @@ def sr_image(model: torch.nn.Module | str, lr: torch.Tensor, scale: int, device:
     from srkd.evaluation.upscale import Bicubic, inference_mode, super_resolve
 
     net = Bicubic(scale) if model == "bicubic" else model
-    dev = torch.device(resolve_device(device))
+    dev = resolve_device(device)
     with inference_mode(net, dev):  # type: ignore[arg-type]
         res = super_resolve(net, to_float(lr)[None].to(dev), scale=scale)  # type: ignore[arg-type]
     return quantize(res.rgb.cpu())[0]

@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from srkd.device import resolve_device
 from srkd.errors import DataError, SrkdError
 from srkd.io import write_json
 
@@ -157,14 +158,6 @@ def assign_labels(runs: Sequence[Run]) -> None:
 
 
 # -- evaluation, cached ----------------------------------------------------------------------------------
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def resolve_sets(specs: Sequence[str], data_root: str | None = None) -> list[Any]:
     """Benchmark sets (:class:`srkd.data.benchmark.BenchmarkSet`) for ``--data`` values; fails on the first bad one."""
     from srkd.data.benchmark import resolve_dataset
@@ -270,6 +263,5 @@ __all__ = [
     "load_run",
     "missing",
     "read_results",
-    "resolve_device",
     "resolve_sets",
 ]
