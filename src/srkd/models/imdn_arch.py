@@ -12,8 +12,8 @@ Published sizes (Zheng222/IMDN, ``checkpoints/IMDN_x{2,3,4}.pth``): 64 features,
 (``fea_conv``, ``IMDB<k>.c1..c5``, ``IMDB<k>.cca.conv_du.{0,2}``, ``c.0``, ``LR_conv``, ``upsampler.0``).
 
 Every layer is size-preserving and CCA pools globally, so any input size (down to 1x1) works, as it does in the
-official code. One numerical change: CCA's standard deviation is ``sqrt(var + 1e-12)`` in fp32 instead of
-``sqrt(var)``. The official square root has an infinite derivative where a channel is constant over the image
+official code. One numerical change: CCA's standard deviation is ``sqrt(max(var, 1e-12))`` in fp32 instead
+of ``sqrt(var)``. The official square root has an infinite derivative where a channel is constant over the image
 (any 1x1 input, flat patches, dead channels), which turns a student's gradients into NaN; the epsilon moves the
 output by at most 1e-6 and the Set5 PSNR not at all.
 """
@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from srkd.errors import SrkdError
-from srkd.models.blocks import fp32_stream
+from srkd.models.blocks import ContrastChannelAttention, fp32_stream
 from srkd.models.layout import published_layout
 
 LAYOUT_MARKER = r"(?:module\.)?IMDB\d+\.c1\.weight"
@@ -37,34 +37,10 @@ DROPPED_KEYS: str | None = None
 
 SUPPORTED_SCALES = (2, 3, 4, 8)
 LRELU_SLOPE = 0.05  # the official activation('lrelu') default
-_STD_EPS = 1e-12
 
 
 def conv(in_ch: int, out_ch: int, kernel: int) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel, 1, kernel // 2)
-
-
-class ContrastChannelAttention(nn.Module):
-    """CCA: scale each channel by a gate computed from its spatial std + mean (the official ``CCALayer``).
-
-    The statistics are taken in fp32 so that bf16 autocast does not sum a whole image in 8-bit mantissas.
-    """
-
-    def __init__(self, channels: int, reduction: int) -> None:
-        super().__init__()
-        self.conv_du = nn.Sequential(
-            nn.Conv2d(channels, channels // reduction, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(channels // reduction, channels, 1),
-            nn.Sigmoid(),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        mean = xf.mean(dim=(2, 3), keepdim=True)
-        var = (xf - mean).pow(2).mean(dim=(2, 3), keepdim=True)
-        gate = self.conv_du(torch.sqrt(var + _STD_EPS) + mean)
-        return x * gate.to(x.dtype)
 
 
 class IMDB(nn.Module):
