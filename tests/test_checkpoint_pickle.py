@@ -230,3 +230,27 @@ def test_no_implicit_unpickling_anywhere_in_srkd():
             assert "weights_only=True" in call.group(0), f"{rel}: {call.group(0)}"
     convert_src = (root / "checkpoint" / "convert.py").read_text(encoding="utf-8")
     assert "torch.load(" not in convert_src and "pickle.load(" not in convert_src
+
+
+def test_an_expanded_view_is_refused_before_it_is_materialised(tmp_path) -> None:
+    """A stride-0 view lets a few bytes stand for a tensor of any size; `.to(float32)` would then allocate it."""
+    state = {"input.weight": torch.zeros(1).expand(64, 1, 3, 3)}
+    path = tmp_path / "expanded.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="expanded view"):
+        read_torch_pickle(path)
+
+
+def test_converted_kwargs_must_fit_the_file(tmp_path) -> None:
+    """Sizes read from shapes (or given with --set) are checked against the file before the model is built: an
+    EDSR of 8 features in a few kB, converted with n_feats=3000, would otherwise build a 1 GB network first."""
+    from srkd.models import build_model
+
+    path = tmp_path / "tiny.pth"
+    small = build_model("edsr", n_feats=8, n_resblocks=1, scale=2).state_dict()
+    basicsr = {k.replace("head.", "conv_first.").replace("tail.upsample.", "upsample.").replace("tail.conv_last.", "conv_last."): v
+               for k, v in small.items()}
+    torch.save(basicsr, path)
+    convert(path)  # as it is: fine
+    with pytest.raises(CheckpointError, match="more weights than a"):
+        convert(path, overrides={"n_feats": 3000})

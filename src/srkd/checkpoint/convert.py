@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import yaml
 
-from srkd.checkpoint.io import load_state_dict_strict, require_file, save_model
+from srkd.checkpoint.io import check_model_fits_file, load_state_dict_strict, require_file, save_model
 from srkd.checkpoint.unpickle import InertObject, module_state_dict, read_torch_pickle
 from srkd.errors import CheckpointError, SrkdError
 from srkd.models import all_layouts, build_model, model_scale
@@ -230,6 +230,7 @@ def convert(
         kwargs["scale"] = int(scale)
     if not layout.multi_scale and kwargs.get("scale") not in (2, 3, 4, 8):
         raise CheckpointError(f"{src}: cannot tell the scale from the upsampler; give it with --scale")
+    check_model_fits_file(layout.arch, kwargs, src.stat().st_size, src)  # before anything is allocated
     try:
         model = build_model(layout.arch, **kwargs)
     except SrkdError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
 import struct
 import zipfile
@@ -110,6 +111,8 @@ def _rebuild_tensor(storage: torch.Tensor, offset: int, size: tuple, stride: tup
     extent = offset + sum((n - 1) * st for n, st in zip(size, stride) if n > 0) + 1 if all(size) else 0
     if offset < 0 or extent > storage.numel():
         raise _Refused("a tensor that points outside its storage")
+    if math.prod(size) > storage.numel():  # stride-0 views: a 1-value storage could stand for any size
+        raise _Refused("a tensor with more elements than its storage (an expanded view)")
     return storage.as_strided(tuple(size), tuple(stride), offset)
 
 
