@@ -20,7 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from srkd.data import registry
+from srkd.data import registry, samples
+from srkd.data.download import install
 from srkd.data.images import is_image_file, list_images
 from srkd.errors import DataError
 
@@ -80,8 +81,6 @@ def resolve_dataset(
     if path.exists():
         raise DataError(f"{path}: is a file; --data takes a folder of HR images or a dataset name")
 
-    from srkd.data import samples
-
     if text.lower() in samples.SPLIT_NAMES:
         split = samples.SPLIT_NAMES[text.lower()]
         return BenchmarkSet(text.lower(), samples.sample_paths(split), None)
@@ -100,8 +99,6 @@ def resolve_dataset(
         if not download:
             hint = info.manual.format(root=root) if info.url is None else f"run `srkd data download {info.name}`"
             raise DataError(f"dataset '{info.name}' is not in {root}: {hint} (or pass a folder of HR images)")
-        from srkd.data.download import install
-
         install(info.name, data_root)
     folder = root / info.name
     lr_dir = folder / registry.LR_DIR

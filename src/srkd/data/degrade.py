@@ -20,6 +20,7 @@ import torch
 from srkd.data.benchmark import BenchmarkSet
 from srkd.data.images import read_image, write_image
 from srkd.errors import DataError
+from srkd.ops.imresize import imresize
 
 # Bump when the degradation changes, so old caches are ignored rather than reused.
 DEGRADATION_VERSION = "matlab-bicubic-v1"
@@ -27,8 +28,6 @@ DEGRADATION_VERSION = "matlab-bicubic-v1"
 
 def make_lr(hr: torch.Tensor, scale: int, name: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(hr_cropped, lr)``, both ``uint8 (C, H, W)``: HR cropped to a multiple of ``scale``, LR = its bicubic 1/s."""
-    from srkd.ops.imresize import imresize  # the other half of the degradation; imported on use
-
     label = name or "image"
     if hr.dtype != torch.uint8 or hr.ndim != 3:
         raise DataError(f"{label}: expected a uint8 (C, H, W) image, got {tuple(hr.shape)} {hr.dtype}")

@@ -37,6 +37,17 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
 from srkd import __version__
 from srkd.data import registry
 from srkd.data.checksums import file_sha256
@@ -230,16 +241,6 @@ def _progress_bar(label: str, total: int | None, done: int, enabled: bool) -> It
     if not enabled:
         yield lambda n: None
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
@@ -451,7 +452,7 @@ def install(
 def _exclusive(lock: Path) -> Iterator[None]:
     """Advisory inter-process lock (POSIX); elsewhere a no-op."""
     try:
-        import fcntl
+        import fcntl  # inside: POSIX only (Windows has no fcntl, and the lock becomes a no-op there)
     except ImportError:  # pragma: no cover - Windows
         yield
         return
@@ -580,9 +581,6 @@ def _count_bar(label: str, total: int, enabled: bool) -> Iterator[Callable[[int]
     if not enabled:
         yield lambda n: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=total)

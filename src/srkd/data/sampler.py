@@ -24,16 +24,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from srkd.data import registry
 from srkd.data.batch import Batch
-from srkd.data.degrade import make_lr
+from srkd.data.benchmark import resolve_dataset
+from srkd.data.degrade import load_pairs, make_lr
 from srkd.data.images import quantize, read_image, to_float
 from srkd.errors import DataError
+from srkd.ops.color import rgb_to_y
 
 
 def to_y_uint8(img: torch.Tensor) -> torch.Tensor:
     """RGB ``uint8 (3, H, W)`` -> Y ``uint8 (1, H, W)`` (MATLAB ``rgb2ycbcr`` on uint8 rounds the same way)."""
-    from srkd.ops.color import rgb_to_y
-
     return quantize(rgb_to_y(to_float(img)))
 
 
@@ -159,8 +160,6 @@ def _stack_float(patches: list[np.ndarray]) -> torch.Tensor:
 
 def load_training_set(specs: Sequence[str], data_root: str | None = None) -> list[tuple[str, torch.Tensor]]:
     """``[(name, uint8 (3, H, W))]`` from folders, registered names or ``samples-train``; decoded once, in threads."""
-    from srkd.data.benchmark import resolve_dataset
-
     if isinstance(specs, str):
         specs = [specs]
     paths: list[tuple[str, Path]] = []
@@ -188,10 +187,6 @@ def load_training_pairs(
     only the first run pays for it. Paired folders (``LR_bicubic/X{s}``) are used as given. ``lr`` is ``None``
     for an image smaller than the scale (the sampler skips it with the other too-small images).
     """
-    from srkd.data import registry
-    from srkd.data.benchmark import resolve_dataset
-    from srkd.data.degrade import load_pairs
-
     if isinstance(specs, str):
         specs = [specs]
     cache = Path(cache_dir) if cache_dir is not None else registry.data_root(data_root) / "cache" / "lr"

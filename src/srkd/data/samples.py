@@ -39,7 +39,7 @@ def _data_dir() -> Path:
     """scikit-image's data folder; scikit-image is the optional ``demo`` extra, not a core dependency (it is only
     ever used for these photos), so its absence is one line saying what to install."""
     try:
-        import skimage.data
+        import skimage.data  # inside: optional dependency (the demo extra), only for these photos
     except ImportError:
         raise DataError("the sample photos (samples-train, samples-val, srkd demo) come with scikit-image, which "
                         "is not installed: pip install 'srkd[demo]' (or scikit-image)") from None
