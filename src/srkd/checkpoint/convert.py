@@ -16,9 +16,11 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import yaml
+from safetensors.torch import load_file
 
 from srkd.checkpoint.io import check_model_fits_file, load_state_dict_strict, require_file, save_model
 from srkd.checkpoint.unpickle import InertObject, module_state_dict, read_torch_pickle
@@ -38,8 +40,7 @@ def read_matconvnet_vdsr(path: str | Path) -> dict[str, torch.Tensor]:
     permuted to (out, in, H, W); the last layer's trailing singleton ``out`` axis was squeezed by MATLAB.
     The result uses the pytorch-vdsr key names, so one mapping serves both files.
     """
-    import numpy as np
-    import scipy.io
+    import scipy.io  # inside: optional dependency (the matconvnet extra), only for this one file format
 
     path = require_file(path)
     try:
@@ -118,8 +119,6 @@ def read_official(path: str | Path, key: str | None = None) -> dict[str, torch.T
     if head.startswith(b"MATLAB"):
         return read_matconvnet_vdsr(path)
     if _looks_like_safetensors(head):
-        from safetensors.torch import load_file
-
         try:
             return extract_state_dict(load_file(str(path)), path, key)
         except CheckpointError:

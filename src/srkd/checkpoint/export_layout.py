@@ -36,6 +36,7 @@ from srkd.checkpoint.io import load_model
 from srkd.errors import CheckpointError
 from srkd.models import all_layouts, model_spec
 from srkd.models.layout import Layout
+from srkd.models.swinir_arch import SwinLayer, shifted_window_mask
 from srkd.models.taps import unwrap_model
 
 TARGETS = ("basicsr", "official")
@@ -173,8 +174,6 @@ def _mean_shift_convs(prefix: str, fixed_range: float) -> Callable[[nn.Module], 
 def _swinir_masks(model: nn.Module) -> dict[str, torch.Tensor]:
     """``attn_mask`` of every shifted Swin layer for the ``img_size`` the published SwinIR precomputes it for
     (it computes masks for other sizes at run time, as srkd does for every size)."""
-    from srkd.models.swinir_arch import SwinLayer, shifted_window_mask
-
     size = int(model_spec(model).kwargs.get("img_size", 64))
     out = {}
     for name, layer in model.named_modules():

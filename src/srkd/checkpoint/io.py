@@ -16,12 +16,17 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch  # by module, so that a test can replace safetensors.torch.save_file
 import torch
 import torch.nn as nn
+from safetensors import safe_open
 
+from srkd import __version__
 from srkd.checkpoint import zoo
 from srkd.errors import CheckpointError, SrkdError
 from srkd.io import replacing
+from srkd.models import ModelSpec, build_model, model_scale, model_spec
+from srkd.models.base import find_spec, model_colour
 
 FORMAT = "srkd-model"
 FORMAT_VERSION = 1
@@ -42,10 +47,6 @@ def require_file(path: str | Path) -> Path:
     return path
 
 
-def _model_attr(model: nn.Module, name: str, default: Any = None) -> Any:
-    return getattr(getattr(model, "module", model), name, default)  # DDP / compiled wrappers
-
-
 def save_model(
     path: str | Path,
     model: nn.Module,
@@ -60,14 +61,12 @@ def save_model(
     ``meta`` values (config name, PSNR...) are stored as JSON strings and come back decoded from
     :func:`read_metadata`. ``dtype=torch.float16`` halves the file; :func:`load_model` restores float32.
     """
-    from srkd import __version__
-
     target = getattr(model, "module", model)
     target = getattr(target, "_orig_mod", target)  # torch.compile wrapper
-    spec = getattr(target, "spec", None)
+    spec = find_spec(target)
     if spec is None:
         raise ValueError("save_model needs a model built by srkd.models.build_model (it has no .spec)")
-    scale = int(_model_attr(target, "scale"))
+    scale = model_scale(target)
     scales = sorted({int(s) for s in (scales or [scale])} | {scale})
     metadata = {
         "format": FORMAT,
@@ -77,7 +76,7 @@ def save_model(
         "kwargs": json.dumps(spec.kwargs, sort_keys=True),
         "scale": str(scale),
         "scales": json.dumps(scales),
-        "colour": str(_model_attr(target, "colour", "rgb")),
+        "colour": model_colour(target),
         "dtype": str(dtype or torch.float32).replace("torch.", ""),
     }
     for key, value in (meta or {}).items():
@@ -101,18 +100,14 @@ def save_model(
 
 
 def _atomic_save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
     try:
         with replacing(path) as tmp:
-            save_file(tensors, tmp, metadata=metadata)
+            safetensors.torch.save_file(tensors, tmp, metadata=metadata)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot write checkpoint ({exc.strerror or exc})") from None
 
 
 def _raw_metadata(path: Path) -> dict[str, str] | None:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as fh:
             return fh.metadata()
@@ -243,8 +238,6 @@ def check_model_fits_file(arch: str, kwargs: dict[str, Any], file_bytes: int, so
     device (no memory), and a registration hook stops the build as soon as the count passes the bound, so even
     a block count of 10^5 costs milliseconds, not minutes.
     """
-    from srkd.models import build_model
-
     check_model_kwargs(kwargs, source)
     seen = {"values": 0, "tensors": 0}
 
@@ -293,10 +286,6 @@ def load_model(
     ``scale``/``colour``/``arch``, when given, must match the checkpoint; a multi-scale checkpoint (VDSR) is set
     to the requested scale. Every refusal is a one-line :class:`CheckpointError` naming the file.
     """
-    from safetensors.torch import load_file
-
-    from srkd.models import ModelSpec, build_model, model_scale, model_spec
-
     path = require_file(zoo.resolve(path))  # `zoo:NAME` is a downloaded zoo teacher (srkd teachers download)
     meta = read_metadata(path)
     if arch is not None and arch.lower() != meta["arch"]:
@@ -315,7 +304,7 @@ def load_model(
     except SrkdError as exc:
         raise CheckpointError(f"{path}: cannot rebuild the model: {exc}") from None
     try:
-        state = load_file(str(path), device="cpu")
+        state = safetensors.torch.load_file(str(path), device="cpu")
     except Exception as exc:
         raise CheckpointError(f"{path}: not a safetensors file, or truncated ({_short(exc)})") from None
     load_state_dict_strict(model, state, source=path, what=f"{arch}({_kwargs_text(kwargs)})")
