@@ -38,8 +38,22 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.export import Dim
 
+from srkd import __version__
+from srkd.checkpoint.io import load_model
+from srkd.data.images import to_float
+from srkd.data.samples import sample_images
 from srkd.errors import CheckpointError, SrkdError
+from srkd.models.base import (
+    find_spec,
+    model_colour,
+    model_img_range,
+    model_scale,
+    unwrap_model,
+    upsamples_input,
+)
+from srkd.ops.color import rgb_to_y
 
 DEFAULT_OPSET = 17
 TOLERANCE = 1e-4  # max |exported - PyTorch| accepted by check_export on [0, 1] inputs
@@ -47,8 +61,6 @@ FP16_TOLERANCE = 1 / 255  # the same for a float16 graph against the float32 net
 
 
 def _net(model: nn.Module) -> nn.Module:
-    from srkd.models.taps import unwrap_model
-
     return unwrap_model(model)
 
 
@@ -107,8 +119,6 @@ def export_onnx(
             if dynamo:
                 kwargs: dict[str, Any] = {}
                 if dynamic:
-                    from torch.export import Dim
-
                     kwargs["dynamic_shapes"] = {"x": {
                         0: Dim("batch", max=1024), 2: Dim("height", min=2, max=16384), 3: Dim("width", min=2, max=16384)
                     }}
@@ -130,34 +140,23 @@ def export_onnx(
     return path
 
 
-def _img_range(net: nn.Module) -> float:
-    """The factor the network scales its [0, 1] input by inside (EDSR/RCAN 255, most others 1)."""
-    for owner in (net, getattr(net, "shift", None)):
-        value = getattr(owner, "img_range", None)
-        if isinstance(value, (int, float)):
-            return float(value)
-    return 1.0
-
-
 def onnx_metadata(model: nn.Module, *, fp16: bool = False) -> dict[str, str]:
     """What an exported graph needs next to it to be used right, as ONNX ``metadata_props`` (strings).
 
     ``value_range`` is the range of the graph's input and output, ``[0, 1]`` for every srkd network;
     ``img_range`` is the scaling the network applies inside (reported, never needed to run the graph).
     """
-    from srkd import __version__
-
     net = _net(model)
-    spec = getattr(net, "spec", None)
+    spec = find_spec(net)
     meta = {
         "srkd_version": __version__,
-        "scale": str(int(getattr(net, "scale", 1))),
-        "colour": str(getattr(net, "colour", "rgb")),
+        "scale": str(model_scale(net, default=1)),
+        "colour": model_colour(net),
         "channels": str(int(getattr(net, "in_channels", 3))),
         "value_range": "[0, 1]",
-        "img_range": f"{_img_range(net):g}",
+        "img_range": f"{model_img_range(net):g}",  # EDSR/RCAN 255, most others 1
         "layout": "NCHW",
-        "upsample_input": "true" if getattr(net, "upsample_input", False) else "false",
+        "upsample_input": "true" if upsamples_input(net) else "false",
         "dtype": "float16" if fp16 else "float32",
     }
     if spec is not None:
@@ -169,7 +168,7 @@ def onnx_metadata(model: nn.Module, *, fp16: bool = False) -> dict[str, str]:
 def write_onnx_metadata(path: str | Path, metadata: dict[str, str]) -> bool:
     """Put ``metadata`` into the ONNX file's ``metadata_props``; False (file unchanged) without the onnx package."""
     try:
-        import onnx
+        import onnx  # inside: optional dependency (the onnx extra)
     except ImportError:
         return False
     proto = onnx.load(str(path))
@@ -197,7 +196,7 @@ def export_torchscript(model: nn.Module, path: str | Path, *, size: tuple[int, i
 
 def _run_exported(path: Path, fmt: str, x: torch.Tensor) -> np.ndarray:
     if fmt == "onnx":
-        import onnxruntime as ort
+        import onnxruntime as ort  # inside: optional dependency (the onnx extra)
 
         session = _ORT_SESSIONS.get(str(path))
         if session is None:
@@ -257,9 +256,6 @@ def check_export(
 
 def real_input(model: nn.Module, size: tuple[int, int], batch: int = 1) -> torch.Tensor:
     """Crops of the bundled sample photos (astronaut, chelsea) as a network input; luma for 1-channel nets."""
-    from srkd.data.images import to_float
-    from srkd.data.samples import sample_images
-
     h, w = size
     crops = []
     for k in range(batch):
@@ -269,8 +265,6 @@ def real_input(model: nn.Module, size: tuple[int, int], batch: int = 1) -> torch
         crops.append(img.repeat(1, *reps)[:, :h, :w])
     x = torch.stack(crops)
     if int(getattr(_net(model), "in_channels", 3)) == 1:
-        from srkd.ops.color import rgb_to_y
-
         x = rgb_to_y(x)
     return x.contiguous()
 
@@ -287,8 +281,6 @@ def check_inputs(model: nn.Module, size: tuple[int, int], dynamic: bool) -> list
 
 def load_for_export(checkpoint: str | Path, scale: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """An srkd checkpoint as a float32 eval-mode model; anything else is a one-line CheckpointError."""
-    from srkd.checkpoint.io import load_model
-
     model, meta = load_model(checkpoint, scale=scale)
     if not isinstance(model, nn.Module):  # defensive: load_model's contract
         raise CheckpointError(f"{checkpoint}: not a model checkpoint")

@@ -18,6 +18,7 @@ the architectures.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, TypeVar
 
 import torch
@@ -26,6 +27,7 @@ import torch.nn as nn
 from srkd.errors import SrkdError
 from srkd.models.base import ModelSpec, model_scale, model_spec, unwrap_model, upsamples_input
 from srkd.models.layout import Layout
+from srkd.ops.imresize import imresize
 
 # name -> "module:Class". Adding an architecture = one file (network + its checkpoint LAYOUTS) + one line here.
 ARCHITECTURES: dict[str, str] = {
@@ -76,8 +78,6 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
     try:
         model = cls(**kwargs)
     except TypeError as exc:
-        import inspect
-
         params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
         raise SrkdError(f"{arch}: {exc} (accepted arguments: {', '.join(params)})") from None
     model.spec = ModelSpec(arch.lower(), dict(kwargs))  # type: ignore[assignment]  # stubs: Tensor | Module only
@@ -96,8 +96,6 @@ def run_sr(model: nn.Module, lr: torch.Tensor, scale: int | None = None) -> torc
     """
     net = unwrap_model(model)
     if upsamples_input(net):
-        from srkd.ops.imresize import imresize
-
         lr = imresize(lr, scale=scale or model_scale(net)).clamp(0.0, 1.0)
     return model(lr)
 

@@ -18,9 +18,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+from torch.func import functional_call
+from torch.utils.flop_counter import FlopCounterMode
 
 from srkd.errors import SrkdError
-from srkd.models import model_scale, to_channels_last
+from srkd.models import model_scale, to_channels_last, upsamples_input
 from srkd.models.taps import unwrap_model
 from srkd.precision import AMP_DTYPES
 
@@ -49,7 +51,7 @@ def network_input_shape(model: nn.Module, input_shape: Sequence[int]) -> tuple[i
             f"{type(net).__name__} takes {expected}-channel input ({getattr(net, 'colour', '?')}), "
             f"got input shape {c}x{h}x{w}"
         )
-    if getattr(net, "upsample_input", False):
+    if upsamples_input(net):
         s = model_scale(net)
         h, w = h * s, w * s
     return (1, c, h, w)
@@ -57,9 +59,6 @@ def network_input_shape(model: nn.Module, input_shape: Sequence[int]) -> tuple[i
 
 def count_flops(model: nn.Module, input_shape: Sequence[int] = (3, 256, 256)) -> float:
     """Multiply-accumulates of one forward pass on a (1, *input_shape) LR image ("FLOPs" as in DUKD Table 1)."""
-    from torch.func import functional_call
-    from torch.utils.flop_counter import FlopCounterMode
-
     net = unwrap_model(model)
     shape = network_input_shape(net, input_shape)
     meta = {n: torch.empty_like(t, device="meta") for n, t in (*net.named_parameters(), *net.named_buffers())}
