@@ -23,8 +23,14 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from srkd.checkpoint.io import load_model
+from srkd.data.benchmark import resolve_dataset
+from srkd.data.degrade import load_pairs
 from srkd.data.images import quantize, to_float, write_image
+from srkd.data.registry import data_root as default_root
 from srkd.errors import CheckpointError, SrkdError
 from srkd.evaluation.upscale import (
     Bicubic,
@@ -34,6 +40,7 @@ from srkd.evaluation.upscale import (
     super_resolve,
     tiled_super_resolve,
 )
+from srkd.metrics import psnr_y, ssim_y, to_y_255
 from srkd.models.base import find_spec, model_scale, upsamples_input
 from srkd.models.taps import unwrap_model
 from srkd.precision import precision_warning
@@ -52,8 +59,6 @@ def load_eval_model(spec: str | Path, scale: int, device: torch.device) -> nn.Mo
     """``"bicubic"`` or a checkpoint path -> a module that super-resolves by ``scale``."""
     if str(spec).lower() == "bicubic":
         return Bicubic(scale)
-    from srkd.checkpoint.io import load_model
-
     model, _meta = load_model(spec, scale=scale, device=str(device))
     check_scale(model, scale, str(spec))
     return model
@@ -74,8 +79,6 @@ def check_scale(model: nn.Module, scale: int, what: str) -> None:
 
 
 def _resolve_sets(sets: Sequence[Any], data_root: str | Path | None) -> list[Any]:
-    from srkd.data.benchmark import resolve_dataset
-
     return [resolve_dataset(str(s), data_root) if isinstance(s, (str, Path)) else s for s in sets]
 
 
@@ -90,9 +93,6 @@ def _pairs(
 
     The memo key includes every file's size and mtime, so an edited image is never served stale.
     """
-    from srkd.data.degrade import load_pairs
-    from srkd.data.registry import data_root as default_root
-
     def stamp(path: Path) -> tuple[str, int, int]:
         try:
             st = path.stat()
@@ -145,9 +145,6 @@ def _batches(
 
 
 def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -186,8 +183,6 @@ def evaluate_model(
 
     Returns ``{set name: {"psnr_y", "ssim_y", "n", "images": [{"name", "psnr_y", "ssim_y"}]}}``.
     """
-    from srkd.metrics import psnr_y, ssim_y, to_y_255
-
     check_precision(precision)
     scale = int(scale)
     if scale < 1:

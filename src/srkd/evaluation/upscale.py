@@ -28,9 +28,11 @@ import torch.nn as nn
 from srkd.data.images import check_output_pixels, quantize
 from srkd.device import model_device, resolve_device
 from srkd.errors import SrkdError
-from srkd.models import model_scale
+from srkd.models import model_scale, run_sr
 from srkd.models.base import model_colour, upsamples_input
 from srkd.models.taps import unwrap_model
+from srkd.ops.color import rgb_to_ycbcr, ycbcr_to_rgb
+from srkd.ops.imresize import imresize
 
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
@@ -48,8 +50,6 @@ class Bicubic(nn.Module):
         self.scale = int(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from srkd.ops.imresize import imresize
-
         return imresize(x, scale=self.scale)
 
 
@@ -152,9 +152,6 @@ def super_resolve(
     s = int(scale or model_scale(net))
     colour = model_colour(net)
     if colour == "y":
-        from srkd.ops.color import rgb_to_ycbcr, ycbcr_to_rgb
-        from srkd.ops.imresize import imresize
-
         lr_ycbcr = rgb_to_ycbcr(lr)
         if y_input == "rounded":  # the RGB upscale stored as uint8 first, as an 8-bit image pipeline would
             ycbcr = rgb_to_ycbcr(quantize(imresize(lr, scale=s)).float().div_(255.0))
@@ -171,7 +168,6 @@ def super_resolve(
         return SRResult(rgb=rgb, y=y)
 
     if upsamples_input(net):
-        from srkd.models import run_sr
 
         def run(t: torch.Tensor) -> torch.Tensor:
             return network_forward(lambda u: run_sr(model, u, scale=s), t, precision)
