@@ -44,7 +44,9 @@ from srkd.distill.base import MethodConfig
 from srkd.distill.vgg import VGG19Features
 from srkd.errors import ConfigError
 from srkd.models import build_model, get_class, run_sr
+from srkd.models.base import find_spec, model_colour, upsamples_input
 from srkd.models.taps import unwrap_model
+from srkd.ops.imresize import imresize
 
 _EPS = 1e-7
 
@@ -91,7 +93,7 @@ class SlimView(nn.Module):
 
     def __init__(self, full: nn.Module, n_feats: int) -> None:
         super().__init__()
-        spec = getattr(full, "spec", None)
+        spec = find_spec(full)
         if spec is None:
             raise ConfigError("method 'csd' needs a student built by srkd.models.build_model (no model.spec)")
         self.arch = spec.arch
@@ -101,8 +103,8 @@ class SlimView(nn.Module):
         self._full = [full]
         tmpl = self._template[0]
         self.scale = tmpl.scale
-        self.upsample_input = getattr(tmpl, "upsample_input", False)
-        self.colour = getattr(tmpl, "colour", "rgb")
+        self.upsample_input = upsamples_input(tmpl)
+        self.colour = model_colour(tmpl)
         full_tensors = dict(self._named_tensors(full))
         self._shapes: dict[str, torch.Size] = {}
         for name, t in self._named_tensors(tmpl):
@@ -138,7 +140,7 @@ class SlimView(nn.Module):
 
 
 def _full_width(student: nn.Module) -> int:
-    spec = getattr(student, "spec", None)
+    spec = find_spec(student)
     if spec is None:
         raise ConfigError("method 'csd' needs a student built by srkd.models.build_model (no model.spec)")
     if "n_feats" in spec.kwargs:
@@ -192,8 +194,6 @@ class Method(MethodBase):
     def negatives(self, lr: torch.Tensor) -> torch.Tensor:
         """``num_neg`` bicubic-upsampled LR images of the batch (the last ones, like the reversed batch of the
         public code); MATLAB bicubic on the training device."""
-        from srkd.ops.imresize import imresize
-
         k = min(self.cfg.num_neg, lr.shape[0])
         return imresize(lr.flip(0)[:k], scale=self.scale).clamp(0.0, 1.0)
 

@@ -66,12 +66,14 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from srkd.config_base import Milestones, step_decay
+from srkd.data.images import write_image
 from srkd.distill.base import Batch, MethodConfig, teacher_chunk
 from srkd.distill.base import Method as MethodBase
 from srkd.distill.scale_patches import ScalePatches, run_seed
 from srkd.distill.upcycle import UpcycleConfig, augmentations, zoom_in_inputs, zoom_out_input
 from srkd.errors import ConfigError, SrkdError, TrainingError
 from srkd.models import build_model, get_class, run_sr, to_channels_last
+from srkd.models.base import find_spec, model_colour, upsamples_input
 from srkd.models.taps import model_body, unwrap_model
 from srkd.ops.imresize import imresize
 
@@ -223,7 +225,7 @@ class Method(MethodBase):
             raise ConfigError("method 'datafree' needs a teacher (the 'teacher' section)")
         super().__init__(student, teacher, cfg, scale)
         cfg = self.cfg
-        self.pre_upsampling = bool(getattr(unwrap_model(student), "upsample_input", False))
+        self.pre_upsampling = upsamples_input(student)
         self.scales = list(cfg.scales) if cfg.scales else [scale]
         if not self.pre_upsampling and self.scales != [scale]:
             raise ConfigError(
@@ -255,7 +257,7 @@ class Method(MethodBase):
                 self.generators[str(s)] = g
                 self.gen_optimizers[s] = torch.optim.Adam(g.parameters(), lr=cfg.gen_lr, betas=cfg.gen_betas)
         # inputs: images: real patches at each scale's LR size, read now so that a wrong path fails before training
-        self.patches = (ScalePatches(cfg.images, self.lr_size, getattr(unwrap_model(student), "colour", "rgb"),
+        self.patches = (ScalePatches(cfg.images, self.lr_size, model_colour(student),
                                      run_seed()) if cfg.inputs == "images" else None)
         self.image_batches = 0  # batches of real patches drawn so far (saved: a resumed run draws the next one)
         self.code = cfg.fidelity == "code"
@@ -272,7 +274,7 @@ class Method(MethodBase):
     # -- progressive distillation ------------------------------------------------------------------------
     def _init_progressive(self, segments: int) -> None:
         full = self.raw_student
-        spec = getattr(full, "spec", None)
+        spec = find_spec(full)
         if spec is None or not hasattr(full, "body"):
             raise ConfigError("method.progressive needs a registry-built student with a 'body' (see srkd.models)")
         params = inspect.signature(get_class(spec.arch).__init__).parameters
@@ -536,8 +538,6 @@ class Method(MethodBase):
         return torch.cat([F.pad(r, (0, width - r.shape[-1]), value=1.0) for r in rows], dim=-2)
 
     def write_samples(self, path: Path) -> None:
-        from srkd.data.images import write_image
-
         was = self.training
         self.eval()
         write_image(path, self.sample_grid().cpu())

@@ -42,6 +42,7 @@ from srkd.distill.augment import BatchAug, sample
 from srkd.distill.base import Method as MethodBase
 from srkd.distill.base import MethodConfig
 from srkd.errors import ConfigError
+from srkd.ops.imresize import imresize
 
 AugTarget = Literal["main", "zoom_in", "zoom_out"]
 
@@ -141,8 +142,6 @@ class Method(MethodBase):
             loss = loss + cfg.zoom_in_weight * zi
             logs["zoom_in"] = zi.detach()
         if cfg.zoom_out:
-            from srkd.ops.imresize import imresize
-
             lr_c = lr[..., : h // s * s, : w // s * s]  # so that S(lr_down) aligns with lr pixel for pixel
             if lr_c.shape[-1] < s or lr_c.shape[-2] < s:
                 raise ConfigError(f"method.zoom_out: LR patch {h}x{w} is too small to zoom out by {s}")

@@ -17,6 +17,7 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_file
 
 from srkd.distill.base import freeze
 from srkd.errors import CheckpointError
@@ -86,8 +87,6 @@ class VGG19Features(nn.Module):
                 raise CheckpointError(f"{path}: sha256 {got} does not match method.vgg_sha256 {sha256}")
         try:
             if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
                 state = load_file(str(path))
             else:
                 state = torch.load(path, map_location="cpu", weights_only=True)
