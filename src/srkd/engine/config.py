@@ -13,17 +13,16 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from srkd.checkpoint.io import check_model_kwargs
 from srkd.config_base import Milestones, StrictModel, format_validation_error
+from srkd.distill import METHODS, get_method
 from srkd.distill.base import MethodConfig
-from srkd.errors import ConfigError
+from srkd.errors import CheckpointError, ConfigError
 
 
 def _model_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The bounds a checkpoint's metadata get (positive integers, finite numbers...), for a config's too: a
     negative ``n_feats`` is a one-line error naming it, not a traceback from inside torch."""
-    from srkd.checkpoint.io import check_model_kwargs
-    from srkd.errors import CheckpointError
-
     try:
         check_model_kwargs(kwargs, "kwargs")
     except CheckpointError as exc:
@@ -189,8 +188,6 @@ class TrainConfig(StrictModel):
 
 def resolve_method_config(value: Any) -> MethodConfig:
     """Step two of ``method`` validation: hand the section to the named method's own ``Config``."""
-    from srkd.distill import METHODS, get_method
-
     if isinstance(value, MethodConfig):
         return value
     if isinstance(value, str):  # `method: kd` is short for `method: {name: kd}`

@@ -24,6 +24,7 @@ stops the other ranks (they would otherwise wait in a collective).
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,6 +33,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 
 from srkd.device import resolve_device
 
@@ -85,10 +87,6 @@ def wrap_ddp(env: DistEnv, module: nn.Module) -> nn.Module:
     parameters and buffers, so every rank starts equal); ``module`` itself on a single process."""
     if not env.distributed:
         return module
-    import inspect
-
-    from torch.nn.parallel import DistributedDataParallel
-
     # torch >= 2.12 names the per-forward buffer sync `forward_sync_buffers` (buffers still synced at init);
     # older versions only have `broadcast_buffers` (srkd students' buffers are equal on every rank anyway).
     new_name = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters

@@ -16,6 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from srkd.errors import DataError, TrainingError
 from srkd.io import atomic_write_bytes
@@ -48,21 +57,10 @@ class RunLogger:
             self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the whole run)
         except OSError as exc:
             raise _log_error(self.path, exc) from None
-        from rich.console import Console
-
         self.console = Console(stderr=True)
         if progress is None:
             progress = self.console.is_terminal
         if progress:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -78,7 +76,9 @@ class RunLogger:
             self._bar.start()
         if tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import (
+                    SummaryWriter,  # inside: optional dependency (tensorboard extra)
+                )
             except ImportError:  # optional dependency
                 pass
             else:
