@@ -30,10 +30,18 @@ from typing import Any
 
 import torch
 
-from srkd.data.benchmark import with_data_keys
+from srkd.checkpoint.io import load_model
+from srkd.data import registry
+from srkd.data.benchmark import BenchmarkSet, with_data_keys
+from srkd.data.degrade import load_pairs, make_lr
+from srkd.data.images import quantize, read_image, to_float
 from srkd.device import resolve_device
+from srkd.distill.csd import CSDConfig
 from srkd.engine.logging import read_log
 from srkd.errors import DataError, SrkdError
+from srkd.evaluation.upscale import Bicubic, inference_mode, super_resolve
+from srkd.metrics import psnr_y
+from srkd.models.profile import count_params
 from srkd.report import figures
 from srkd.report.html import Figure, Section, Table, html_page, markdown_page
 from srkd.report.runs import (
@@ -112,8 +120,6 @@ class ReportData:
 # -- gathering -------------------------------------------------------------------------------------------
 def _csd_contrasts(method_config: dict) -> bool:
     """Does this CSD run use its VGG19 contrastive term (a ``contrast_weight`` of 0 is the ablation without it)?"""
-    from srkd.distill.csd import CSDConfig
-
     return float(method_config.get("contrast_weight", CSDConfig.model_fields["contrast_weight"].default)) > 0
 
 
@@ -192,9 +198,6 @@ def _params(path: Path | None, memo: dict[Path, int]) -> int | None:
     if path is None or not path.is_file():
         return None
     if path not in memo:
-        from srkd.checkpoint.io import load_model
-        from srkd.models.profile import count_params
-
         try:
             memo[path] = count_params(load_model(path)[0])
         except SrkdError:
@@ -284,9 +287,6 @@ def _load(path: Path, scale: int, memo: dict[tuple[Path, int], torch.nn.Module])
 
 def sr_image(model: torch.nn.Module | str, lr: torch.Tensor, scale: int, device: str) -> torch.Tensor:
     """uint8 (3, sH, sW) SR of one uint8 LR image, as ``srkd upscale`` would save it."""
-    from srkd.data.images import quantize, to_float
-    from srkd.evaluation.upscale import Bicubic, inference_mode, super_resolve
-
     net = Bicubic(scale) if model == "bicubic" else model
     dev = resolve_device(device)
     with inference_mode(net, dev):  # type: ignore[arg-type]
@@ -295,10 +295,6 @@ def sr_image(model: torch.nn.Module | str, lr: torch.Tensor, scale: int, device:
 
 
 def _one_image(bset: Any, name: str, scale: int, data_root: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    from srkd.data import registry
-    from srkd.data.benchmark import BenchmarkSet
-    from srkd.data.degrade import load_pairs
-
     path = next((p for p in bset.hr_paths if p.stem == name), None)
     if path is None:
         raise SrkdError(f"{bset.name}: no image named {name!r} any more")
@@ -398,9 +394,6 @@ def sweep_section(data: ReportData) -> Section:
 def _training_patches(specs: Sequence[str], scale: int, data_root: str | None) -> list[torch.Tensor]:
     """Deterministic uint8 LR patches: centre crops (LR 48x48, smaller for small images) of evenly spaced training
     images, degraded as in training."""
-    from srkd.data.degrade import make_lr
-    from srkd.data.images import read_image
-
     paths = [p for b in resolve_sets(specs, data_root) for p in b.hr_paths]
     step = max(1, len(paths) // (2 * AGREEMENT_TRAIN_PATCHES))
     lrs = []
@@ -421,8 +414,6 @@ def _training_patches(specs: Sequence[str], scale: int, data_root: str | None) -
 
 def _agreement(student: Any, teacher: Any, lrs: Sequence[torch.Tensor], scale: int, device: str,
                teacher_out: dict[int, torch.Tensor]) -> float:
-    from srkd.metrics import psnr_y
-
     vals = []
     for i, lr in enumerate(lrs):
         if i not in teacher_out:
@@ -450,12 +441,8 @@ def agreement_section(data: ReportData, device: str, data_root: str | None, mode
             continue
         lr_train = _training_patches(train_specs, scale, data_root)
         n_train = len(lr_train)
-        from srkd.data.benchmark import BenchmarkSet
-        from srkd.data.degrade import load_pairs
-        from srkd.data.registry import data_root as root_of
-
         sub = BenchmarkSet(bset.name, bset.hr_paths[:AGREEMENT_TEST_IMAGES], bset.lr_dir)
-        lr_test = [lr for _n, _hr, lr in load_pairs(sub, scale, root_of(data_root) / "cache" / "lr")]
+        lr_test = [lr for _n, _hr, lr in load_pairs(sub, scale, registry.data_root(data_root) / "cache" / "lr")]
         outs: dict[tuple[Path, str], dict[int, torch.Tensor]] = {}
         for r in cands:
             t = r.teacher_checkpoint if r.teacher_checkpoint in teachers_at[scale] else None

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from srkd.engine.logging import read_log
+from srkd.metrics import psnr_y, to_y_255
 
 Box = tuple[int, int, int, int]  # top, left, height, width (pixels of the HR image)
 
@@ -31,7 +32,7 @@ NOT_TERMS = {"type", "step", "lr", "it_s", "skipped", "grad_norm", "grad_norm_ma
 
 
 def _figure(width: float, height: float) -> Any:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # inside: matplotlib is slow to import; only figures need it
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
@@ -52,8 +53,6 @@ def to_display(img: torch.Tensor) -> np.ndarray:
 
 
 def _luma(img: torch.Tensor) -> torch.Tensor:
-    from srkd.metrics import to_y_255
-
     return to_y_255(img.detach().cpu())  # (..., 1, H, W) float64 0-255
 
 
@@ -82,8 +81,6 @@ def _crop(img: torch.Tensor, box: Box) -> torch.Tensor:
 
 def crop_psnr(img: torch.Tensor, hr: torch.Tensor, box: Box) -> float:
     """Y-channel PSNR of a crop (no border: the crop is the region of interest, as in DUKD Fig. 6)."""
-    from srkd.metrics import psnr_y
-
     return float(psnr_y(_crop(img, box), _crop(hr, box), crop_border=0))
 
 
@@ -118,7 +115,7 @@ def visual_comparison(
     grid = fig.add_gridspec(rows, cols + 1, width_ratios=[min(full_w, 8.0) / 2.3] + [1] * cols)
     ax = fig.add_subplot(grid[:, 0])
     ax.imshow(to_display(hr), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Rectangle  # inside: matplotlib is slow to import; only figures need it
 
     top, left, ch, cw = crop
     ax.add_patch(Rectangle((left - 0.5, top - 0.5), cw, ch, fill=False, edgecolor="red", linewidth=1.5))
@@ -167,8 +164,8 @@ def loss_curves(jsonl_paths: Sequence[str | Path], labels: Sequence[str] | None 
     fig = _figure(4.2 * cols, 3.0 * rows)
     # One colour per run in every panel (a panel only draws the runs that log its term, so matplotlib's own
     # colour cycle would give the same run different colours from panel to panel).
-    from matplotlib import colormaps
-    from matplotlib.lines import Line2D
+    from matplotlib import colormaps  # inside: matplotlib is slow to import; only figures need it
+    from matplotlib.lines import Line2D  # inside: as above
 
     palette = [f"C{i}" for i in range(10)] if len(runs) <= 10 else [colormaps["tab20"](i % 20) for i in range(len(runs))]
     colour = {label: palette[i] for i, (label, _t, _v) in enumerate(runs)}

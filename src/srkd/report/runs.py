@@ -20,9 +20,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from srkd import evaluation  # by module, so that a test can replace evaluation.evaluate_model
+from srkd.checkpoint.io import load_model, read_metadata
+from srkd.data.benchmark import resolve_dataset
 from srkd.device import resolve_device
+from srkd.engine.config import resolved_config
 from srkd.errors import DataError, SrkdError
 from srkd.io import write_json
+from srkd.models import get_class
 
 RESULTS_FILE = "results.json"
 WEIGHTS = "last.safetensors"
@@ -89,8 +96,6 @@ class Run:
     def weights_meta(self) -> dict[str, Any]:
         if self.weights is None:
             return {}
-        from srkd.checkpoint.io import read_metadata
-
         try:
             return read_metadata(self.weights)
         except SrkdError:
@@ -119,8 +124,6 @@ class Run:
 
 
 def load_run(path: str | Path, label: str = "") -> Run:
-    import yaml
-
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"{path}: not a run folder (no such folder)")
@@ -133,8 +136,6 @@ def load_run(path: str | Path, label: str = "") -> Run:
         raise DataError(f"{cfg_file}: cannot read ({exc})") from None
     if not isinstance(config, dict):
         raise DataError(f"{cfg_file}: not a mapping")
-    from srkd.engine.config import resolved_config
-
     return Run(path, resolved_config(config), label)  # runs from before a setting existed group with today's
 
 
@@ -160,8 +161,6 @@ def assign_labels(runs: Sequence[Run]) -> None:
 # -- evaluation, cached ----------------------------------------------------------------------------------
 def resolve_sets(specs: Sequence[str], data_root: str | None = None) -> list[Any]:
     """Benchmark sets (:class:`srkd.data.benchmark.BenchmarkSet`) for ``--data`` values; fails on the first bad one."""
-    from srkd.data.benchmark import resolve_dataset
-
     out = []
     for spec in specs:
         bset = resolve_dataset(spec, data_root)
@@ -177,9 +176,6 @@ def load_for_scale(path: str | Path, scale: int) -> Any:
     A pre-upsampling network (VDSR) serves every scale, even one its file does not list: a data-free student
     distilled on x2/x3/x4 is saved with the run's validation scale only.
     """
-    from srkd.checkpoint.io import load_model, read_metadata
-    from srkd.models import get_class
-
     meta = read_metadata(path)
     if int(scale) not in meta["scales"] and getattr(get_class(meta["arch"]), "upsample_input", False):
         model, _ = load_model(path)
@@ -226,15 +222,13 @@ def evaluate_cached(
     Returns ``{scale: {set name: {"psnr_y", "ssim_y", "n", "images"}}}`` for the requested pairs. The cache is
     rewritten atomically; a read-only folder only costs the caching (a warning), never the report.
     """
-    from srkd.evaluation import evaluate_model
-
     results = read_results(cache_file, model)
     names = [b.name for b in sets]
     todo = missing(results, names, scales)
     for scale in sorted({s for s, _ in todo}):
         wanted = [b for b in sets if (scale, b.name) in todo]
         net = "bicubic" if str(model).lower() == "bicubic" else load_for_scale(model, scale)
-        got = evaluate_model(net, wanted, scale, device=resolve_device(device), data_root=data_root, progress=progress)
+        got = evaluation.evaluate_model(net, wanted, scale, device=resolve_device(device), data_root=data_root, progress=progress)
         for b, (_key, r) in zip(wanted, got.items()):
             results.setdefault(int(scale), {})[b.name] = r
     if todo:
