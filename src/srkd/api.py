@@ -41,6 +41,7 @@ from srkd.engine.config import TrainConfig
 from srkd.engine.prebuilt import train_modules
 from srkd.errors import ConfigError
 from srkd.models import ARCHITECTURES, ModelSpec
+from srkd.models.base import find_spec, upsamples_input
 from srkd.models.taps import unwrap_model
 
 ModelArg = nn.Module | str | Path
@@ -70,8 +71,8 @@ def _section(model: ModelArg, role: str) -> dict[str, Any]:
     """The config section (``student:`` / ``teacher:``) of a string; a module's is a label (see module doc)."""
     if isinstance(model, nn.Module):
         net = unwrap_model(model)
-        spec = getattr(net, "spec", None)
-        if isinstance(spec, ModelSpec) and spec.arch in ARCHITECTURES:
+        spec = find_spec(net)
+        if spec is not None and spec.arch in ARCHITECTURES:
             return {"arch": spec.arch, "kwargs": dict(spec.kwargs)}
         return {"arch": _label(net)}
     text = str(model)
@@ -110,7 +111,7 @@ def _resolve_scale(scale: int | None, pairs: Sequence[tuple[str, ModelArg | None
     """``scale`` when given, else the one the networks carry; the networks may not disagree with it."""
     found = {role: s for role, model, sec in pairs if (s := _scale_of(model, sec)) is not None}
     for role, model, _sec in pairs:
-        if isinstance(model, nn.Module) and getattr(unwrap_model(model), "upsample_input", False):
+        if isinstance(model, nn.Module) and upsamples_input(model):
             found.pop(role, None)  # pre-upsampling networks (VDSR) serve any scale
     if scale is None:
         if not found:

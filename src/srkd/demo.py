@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -32,9 +33,37 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import yaml
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
+from srkd.checkpoint.io import load_model, read_metadata
+from srkd.config_base import validate
+from srkd.data.benchmark import resolve_dataset
+from srkd.data.degrade import load_pairs
+from srkd.data.images import read_image
 from srkd.device import resolve_device
+from srkd.engine import state as ckpt
+from srkd.engine.config import TrainConfig, resolved_config
+from srkd.engine.trainer import train
 from srkd.errors import CheckpointError, ConfigError
+from srkd.evaluation.evaluate import evaluate_model
+from srkd.io import atomic_write_bytes
+from srkd.models import build_model
+from srkd.models.base import find_spec, model_scale
+from srkd.models.profile import count_flops, count_params, measure_latency
+from srkd.precision import resolve_precision
+from srkd.report import (
+    Figure,
+    Section,
+    html_page,
+    loss_curves,
+    markdown_page,
+    results_table,
+    visual_comparison,
+)
+from srkd.report.html import Block
 
 # The bundled teacher (fp16 safetensors in srkd's format, trained by configs/teachers/edsr64-16-x2-cpu.yaml).
 TEACHER_PATH = Path(__file__).resolve().parent / "assets" / "teachers" / "edsr64-16-x2.safetensors"
@@ -106,8 +135,6 @@ class DemoOptions:
 # -- devices and precision -----------------------------------------------------------------------------------
 def train_precision(device: torch.device) -> str:
     """bf16 autocast where it is fast (GPUs, CPUs with bf16 kernels), fp32 where bf16 would be emulated."""
-    from srkd.precision import resolve_precision
-
     return resolve_precision("auto", device)
 
 
@@ -143,9 +170,6 @@ def _common(opts: DemoOptions, budget: Budget, name: str, iterations: int, devic
 
 def dukd_config(opts: DemoOptions, budget: Budget, device: torch.device) -> Any:
     """Act 1: DUKD with the paper's EDSR weights (pix 5, KD 1, zoom-in + zoom-out with invertible augmentations)."""
-    from srkd.config_base import validate
-    from srkd.engine.config import TrainConfig
-
     cfg = _common(opts, budget, "dukd", budget.dukd_iterations, device)
     cfg["method"] = {"name": "dukd"}
     cfg["data"] = {
@@ -160,9 +184,6 @@ def dukd_config(opts: DemoOptions, budget: Budget, device: torch.device) -> Any:
 def datafree_config(opts: DemoOptions, budget: Budget, device: torch.device) -> Any:
     """Act 2: DFSR without a single real training image: generator (adversarial + reconstruction losses),
     progressive growth of the student in two stages, one generator step every ``gen_every`` student steps."""
-    from srkd.config_base import validate
-    from srkd.engine.config import TrainConfig
-
     it = budget.datafree_iterations
     cfg = _common(opts, budget, "datafree", it, device)
     cfg["method"] = {
@@ -191,11 +212,6 @@ def act_state(cfg: Any) -> str:
     changed ``--iterations-*`` or ``--seed`` trains anew instead of mixing two runs. A folder that is not a
     demo run is never touched: that is a one-line error.
     """
-    import yaml
-
-    from srkd.engine import state as ckpt
-    from srkd.engine.config import resolved_config
-
     run_dir = Path(cfg.run_dir)
     if not run_dir.exists():
         return "fresh"
@@ -224,15 +240,11 @@ def act_state(cfg: Any) -> str:
 def _settings(resolved: Any) -> Any:
     """A run's resolved config as config.yaml holds it (written and read back), minus where its folder lives
     (the demo may be rerun from another directory)."""
-    import yaml
-
     resolved = yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False))
     return {k: v for k, v in resolved.items() if k != "out_dir"} if isinstance(resolved, dict) else resolved
 
 
 def _iteration_of(path: Path) -> int | None:
-    from srkd.checkpoint.io import read_metadata
-
     try:
         return int(read_metadata(path).get("iteration", -1))
     except (CheckpointError, TypeError, ValueError):
@@ -241,8 +253,6 @@ def _iteration_of(path: Path) -> int | None:
 
 def run_act(cfg: Any, title: str, console: Any) -> Path:
     """Train (or resume, or reuse) one act; returns the student's final weights (``last.safetensors``)."""
-    from srkd.engine.trainer import train
-
     state = act_state(cfg)
     it = cfg.train.iterations
     if state == "done":
@@ -278,12 +288,12 @@ class Row:
 
 
 def describe(model: nn.Module) -> str:
-    spec = getattr(model, "spec", None)
+    spec = find_spec(model)
     if spec is None:
         return type(model).__name__
     kw = spec.kwargs
     if spec.arch == "edsr" and "n_feats" in kw:
-        return f"EDSR {kw['n_feats']}f/{kw.get('n_resblocks', 16)}b x{getattr(model, 'scale', SCALE)}"
+        return f"EDSR {kw['n_feats']}f/{kw.get('n_resblocks', 16)}b x{model_scale(model, default=SCALE)}"
     return f"{spec.arch} {kw}"
 
 
@@ -301,9 +311,6 @@ def measure(
     SR images go to ``out/sr/<entry>/<set>/<image>.png`` (the visual comparison reads them back). Speed-up is the
     latency of the ``reference`` row divided by the row's own, measured back to back on ``device``.
     """
-    from srkd.evaluation.evaluate import evaluate_model
-    from srkd.models.profile import count_flops, count_params
-
     rows: list[Row] = []
     for e in entries:
         res = evaluate_model(
@@ -336,8 +343,6 @@ def latencies(models: dict[str, nn.Module], device: torch.device, warmup: int, r
     Taking turns makes a slow spell of the machine hit every model alike, and the minimum is the estimate of the
     uncontended cost (background load only ever adds time), so the speed-up holds up on a busy laptop.
     """
-    from srkd.models.profile import measure_latency
-
     best: dict[str, float] = {}
     for model in models.values():
         if warmup > 0:
@@ -352,8 +357,6 @@ def latencies(models: dict[str, nn.Module], device: torch.device, warmup: int, r
 
 
 def sr_dir(out: Path, name: str) -> Path:
-    import re
-
     return Path(out) / "sr" / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "model")
 
 
@@ -382,9 +385,6 @@ def display_rows(rows: Sequence[Row]) -> list[dict[str, str]]:
 
 def rich_table(rows: Sequence[Row], title: str = "") -> Any:
     """The table for an 80-column terminal: short headers, the architecture without its scale."""
-    from rich import box
-    from rich.table import Table
-
     short = {"Architecture": "EDSR", "PSNR (dB)": "PSNR", "FLOPs (G)": "GFLOPs", "Latency (ms)": "ms"}
     table = Table(title=title or None, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True)
     for c in COLUMNS:
@@ -401,11 +401,6 @@ def rich_table(rows: Sequence[Row], title: str = "") -> Any:
 
 def comparison_figures(rows: Sequence[Row], sets: Sequence[Any], out: Path) -> list[Any]:
     """One visual comparison per held-out photo: crops (where bicubic is worst) of every row and the HR."""
-    from srkd.data.benchmark import resolve_dataset
-    from srkd.data.degrade import load_pairs
-    from srkd.data.images import read_image
-    from srkd.report import Figure, visual_comparison
-
     figures = []
     for spec in sets:
         bset = resolve_dataset(spec) if isinstance(spec, (str, Path)) else spec
@@ -424,10 +419,6 @@ def write_report(
     info: dict[str, Any],
 ) -> dict[str, Path]:
     """``report.html`` (self-contained), ``report.md`` (+ ``figures/``) and ``results.json`` in ``out``."""
-    from srkd.io import atomic_write_bytes
-    from srkd.report import Figure, Section, html_page, loss_curves, markdown_page, results_table
-    from srkd.report.html import Block
-
     out = Path(out)
     md_table, html_table = results_table(display_rows(rows), COLUMNS)
     sections = [
@@ -461,8 +452,6 @@ def write_report(
 
 # -- the demo ------------------------------------------------------------------------------------------------
 def load_teacher(path: Path) -> nn.Module:
-    from srkd.checkpoint.io import load_model
-
     if not Path(path).exists():
         raise CheckpointError(
             f"{path}: the bundled demo teacher is missing (reinstall srkd, or train one with "
@@ -474,11 +463,6 @@ def load_teacher(path: Path) -> nn.Module:
 
 def run_demo(opts: DemoOptions, console: Any = None) -> dict[str, Any]:
     """Both acts, the measurements and the report; returns what ``results.json`` holds (plus ``paths``)."""
-    from rich.console import Console
-
-    from srkd.models import build_model
-    from srkd.models.profile import count_params
-
     console = console or Console()
     t_start, c_start = time.perf_counter(), time.process_time()
     timings: dict[str, float] = {}
@@ -523,8 +507,6 @@ def run_demo(opts: DemoOptions, console: Any = None) -> dict[str, Any]:
     df_path = timed("datafree", lambda: run_act(df_cfg, "data-free", console))
 
     console.rule("Measuring on the held-out photos")
-    from srkd.checkpoint.io import load_model
-
     s_dukd, _ = load_model(dukd_path, scale=SCALE)
     s_df, _ = load_model(df_path, scale=SCALE)
     entries = [
