@@ -9,6 +9,7 @@ repetition (A B, B A, A B...), and the ratio of the medians is the headline numb
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import os
 import platform
 import resource
@@ -286,8 +287,6 @@ def basicsr_reference() -> Any:
     ``.ref/basicsr-1.4.2.tar.gz`` (``make dev`` fetches it; ``$SRKD_BASICSR_SDIST`` overrides), never copied into
     srkd. Baselines therefore need a source checkout with the dev extras.
     """
-    import importlib.util
-
     loader = REPO / "tests" / "reference.py"
     if not loader.is_file():
         raise SrkdError(f"the BasicSR baselines need a source checkout of srkd ({loader} not found)")
@@ -299,7 +298,7 @@ def basicsr_reference() -> Any:
     if not sdist.is_file():
         raise SrkdError(f"BasicSR 1.4.2 sdist not found at {sdist}: run `make dev` (or set SRKD_BASICSR_SDIST)")
     try:
-        import cv2  # noqa: F401  (BasicSR's psnr_ssim imports it)
+        import cv2  # noqa: F401  (BasicSR's psnr_ssim imports it)  # inside: optional (dev extra)
     except ImportError:
         raise SrkdError("the BasicSR baselines need opencv-python-headless (pip install -e '.[dev]')") from None
     return module._cached(str(sdist))

@@ -33,15 +33,18 @@ from srkd.bench.common import (
     target,
     timed,
 )
+from srkd.data.images import list_images
+from srkd.data.registry import data_root as srkd_root
+from srkd.data.samples import export_samples
 from srkd.errors import DataError, SrkdError
+from srkd.evaluation import evaluate_model
+from srkd.models import build_model, model_spec
 
 SETS = ("Set5", "Set14", "B100")
 
 
 def find_sets(data_root: str | None, names: tuple[str, ...] = SETS) -> list[Path]:
     """HR folders of ``names``; a DataError names the folders that were tried."""
-    from srkd.data.registry import data_root as srkd_root
-
     shared = Path(os.environ.get("SRKD_SHARED", REPO.parent / "shared")) / "data" / "benchmarks"
     roots = [Path(data_root)] if data_root else [srkd_root(), shared]
     for root in roots:
@@ -56,9 +59,7 @@ def basicsr_style_eval(
     model: nn.Module, folders: list[Path], scale: int, ref: Any, device: torch.device | None = None
 ) -> dict[str, float]:
     """Mean PSNR-Y per set, computed the way BasicSR's test script does (see the module docstring)."""
-    import cv2
-
-    from srkd.data.images import list_images
+    import cv2  # inside: optional dependency (dev extra), only for the BasicSR-style baseline
 
     means = {}
     device = device or torch.device("cpu")
@@ -86,16 +87,11 @@ def basicsr_style_eval(
 
 
 def run(opts: BenchOptions) -> dict[str, Any]:
-    from srkd.evaluation import evaluate_model
-    from srkd.models import build_model, model_spec
-
     device = resolve_bench_device(opts.device)
     ref = basicsr_reference()
     precision = opts.extra.get("precision") or "fp32"
     scale = 4
     if opts.quick:
-        from srkd.data.samples import export_samples
-
         tmp_sets = tempfile.TemporaryDirectory(prefix="srkd-bench-sets-")
         folder = Path(tmp_sets.name) / "samples" / "HR"
         export_samples(folder, "val")

@@ -25,6 +25,7 @@ import copy
 import math
 import statistics
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from srkd.bench.common import (
     BenchOptions,
@@ -44,11 +46,15 @@ from srkd.bench.common import (
     speedup,
     target,
 )
+from srkd.checkpoint.io import load_model
 from srkd.data.batch import Batch
+from srkd.data.sampler import PatchSampler
+from srkd.data.samples import sample_images
 from srkd.distill import get_method
 from srkd.engine.optim import make_scaler, optimizer_step
 from srkd.errors import SrkdError
-from srkd.models import to_channels_last
+from srkd.evaluation import Bicubic, evaluate_model
+from srkd.models import build_model, to_channels_last
 from srkd.precision import AMP_DTYPES, native_bf16, precision_warning, resolve_precision
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device-name fragment; first match wins.
@@ -95,9 +101,6 @@ QUICK = Setting(
 def sample_sampler(scale: int, lr_patch: int, batch_size: int, seed: int = 0, split: str = "train") -> Any:
     """:class:`~srkd.data.sampler.PatchSampler` over the photos bundled with scikit-image (no download needed);
     ``split="val"`` (two small photos) makes it quicker to build for smoke tests."""
-    from srkd.data.sampler import PatchSampler
-    from srkd.data.samples import sample_images
-
     named = sample_images(split)
     return PatchSampler(
         [img for _, img in named], scale, lr_patch, batch_size, seed=seed, names=[n for n, _ in named]
@@ -106,8 +109,6 @@ def sample_sampler(scale: int, lr_patch: int, batch_size: int, seed: int = 0, sp
 
 def build_pair(setting: Setting, seed: int = 0) -> tuple[nn.Module, nn.Module]:
     """(teacher, student) EDSRs with seeded random weights (speed does not depend on the values)."""
-    from srkd.models import build_model
-
     torch.manual_seed(seed)
     teacher = build_model("edsr", scale=setting.scale, **setting.teacher)
     student = build_model("edsr", scale=setting.scale, **setting.student)
@@ -235,8 +236,6 @@ class BasicSRStep:
 # -- FLOPs and MFU -----------------------------------------------------------------------------------------
 def count_step_flops(step: Callable[[Batch], Any], batch: Batch) -> float:
     """FLOPs (2 per multiply-accumulate) of one call of ``step``: forward and backward of every network."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     counter = FlopCounterMode(display=False)
     with counter:
         step(batch)
@@ -368,11 +367,6 @@ def run_accuracy(opts: BenchOptions) -> dict[str, Any]:
     across seeds shows how large a difference ordinary run-to-run variation makes at this budget. Each seed also
     trains the fp32 control of ``PRECISION_RUNS``.
     """
-    import tempfile
-
-    from srkd.evaluation import Bicubic, evaluate_model
-    from srkd.models import build_model
-
     device = resolve_bench_device(opts.device)
     setting = QUICK if opts.quick else FULL
     steps = int(opts.extra.get("steps") or (4 if opts.quick else 200))
@@ -391,8 +385,6 @@ def run_accuracy(opts: BenchOptions) -> dict[str, Any]:
     def make_teacher() -> nn.Module:
         if teacher_spec == "bicubic":
             return Bicubic(setting.scale)
-        from srkd.checkpoint.io import load_model
-
         return load_model(teacher_spec, scale=setting.scale)[0]
 
     runs: list[dict[str, Any]] = []

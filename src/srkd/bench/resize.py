@@ -26,12 +26,11 @@ from srkd.bench.common import (
     speedup,
     target,
 )
+from srkd.ops import native
+from srkd.ops.imresize import imresize
 
 
 def run(opts: BenchOptions) -> dict[str, Any]:
-    from srkd.ops import native
-    from srkd.ops.imresize import imresize
-
     device = resolve_bench_device(opts.device)
     ref = basicsr_reference()
     n, size = (2, 64) if opts.quick else (int(opts.extra.get("images") or 8), 512)

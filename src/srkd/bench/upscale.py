@@ -27,21 +27,24 @@ from srkd.bench.common import (
     comparison,
     fmt_s,
     interleaved,
+    peak_rss_mb,
     ratio_text,
     resolve_bench_device,
     target,
 )
+from srkd.checkpoint.io import load_model
+from srkd.data.images import quantize
+from srkd.data.samples import sample_images
 from srkd.errors import SrkdError
+from srkd.evaluation.upscale import inference_mode, super_resolve, upscale_image
+from srkd.models import build_model
+from srkd.ops.imresize import imresize
 
 TILE, OVERLAP = 256, 16
 
 
 def test_image(width: int, height: int) -> torch.Tensor:
     """uint8 (3, height, width) mosaic of the 8 bundled photos (4 x 2 grid), each resized to fill its cell."""
-    from srkd.data.images import quantize
-    from srkd.data.samples import sample_images
-    from srkd.ops.imresize import imresize
-
     cols, rows = 4, 2
     cell_w, cell_h = width // cols, height // rows
     images = [img for _, img in sample_images("all")]
@@ -54,11 +57,7 @@ def test_image(width: int, height: int) -> torch.Tensor:
 
 
 def load_bench_model(spec: str | None, quick: bool) -> torch.nn.Module:
-    from srkd.models import build_model
-
     if spec:
-        from srkd.checkpoint.io import load_model
-
         return load_model(spec)[0]
     torch.manual_seed(0)
     if quick:
@@ -68,9 +67,6 @@ def load_bench_model(spec: str | None, quick: bool) -> torch.nn.Module:
 
 def worker(args: dict[str, Any]) -> dict[str, Any]:
     """The full-size run (in its own process): time and peak RSS of one tiled upscale to uint8."""
-    from srkd.bench.common import peak_rss_mb
-    from srkd.evaluation.upscale import upscale_image
-
     torch.set_num_threads(int(args["threads"]))
     model = load_bench_model(args.get("model"), args["quick"])
     lr = test_image(args["width"], args["height"])
@@ -95,8 +91,6 @@ def psnr_float(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def run(opts: BenchOptions) -> dict[str, Any]:
-    from srkd.evaluation.upscale import inference_mode, super_resolve, upscale_image
-
     device = resolve_bench_device(opts.device)
     precision = opts.extra.get("precision") or "fp32"
     width, height = (96, 64) if opts.quick else (3840, 2160)
