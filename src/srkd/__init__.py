@@ -11,6 +11,7 @@ live in the sub-packages::
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -26,8 +27,6 @@ _LAZY = {"distill": "srkd.api", "Result": "srkd.api"}
 def __getattr__(name: str) -> Any:
     """``srkd.distill`` / ``srkd.Result`` import torch and the engine, so they load when first asked for."""
     if name in _LAZY:
-        import importlib
-
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
