@@ -33,7 +33,6 @@ import torch.nn as nn
 from safetensors.torch import load_file
 
 from srkd.checkpoint.io import load_model, read_metadata
-from srkd.cli.info import parse_spec
 from srkd.config_base import validate
 from srkd.distill import get_method
 from srkd.distill.base import MethodConfig
@@ -42,6 +41,7 @@ from srkd.engine.prebuilt import train_modules
 from srkd.errors import ConfigError
 from srkd.models import ARCHITECTURES, ModelSpec
 from srkd.models.base import find_spec, upsamples_input
+from srkd.models.spec import parse_spec
 from srkd.models.taps import unwrap_model
 
 ModelArg = nn.Module | str | Path

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from srkd.cli.output import add_device_option, add_json_option, emit_json, pick_device
 from srkd.errors import SrkdError
+from srkd.models.spec import parse_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,24 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iters", type=int, default=10, help="timed runs for the median latency (default 10)")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     add_json_option(parser, "the numbers")
-
-
-def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
-    """``"edsr:n_feats=64,depths=[6,6]"`` -> ``("edsr", {"n_feats": 64, "depths": [6, 6]})``."""
-    import yaml
-
-    arch, _, rest = text.partition(":")
-    kwargs: dict[str, Any] = {}
-    # split on commas that are not inside brackets, so list values keep theirs
-    for item in (p for p in re.split(r",(?![^\[\(]*[\]\)])", rest) if p.strip()):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SrkdError(f"model spec '{text}': expected key=value, got '{item}'")
-        try:
-            kwargs[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise SrkdError(f"model spec '{text}': cannot parse the value of '{key.strip()}'") from None
-    return arch.strip(), kwargs
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
