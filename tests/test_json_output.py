@@ -93,3 +93,19 @@ def test_auto_is_cuda_when_there_is_one() -> None:
 
     want = "cuda" if torch.cuda.is_available() else "cpu"
     assert pick_device("auto") == want and resolve_device("auto").type == want and pick_device("cpu") == "cpu"
+
+
+def test_convert_and_export_json_to_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from srkd.checkpoint import save_model
+    from srkd.models import build_model
+
+    ckpt = save_model(tmp_path / "s.safetensors", build_model("edsr", n_feats=8, n_resblocks=1, scale=2))
+    got = _stdout_json(["convert", "--to", "basicsr", str(ckpt), str(tmp_path / "s.pth"), "--json", "-"], capsys)
+    assert got["layout"] == "basicsr-edsr" and got["source"] == str(ckpt)  # type: ignore[index]
+    back = _stdout_json(["convert", str(tmp_path / "s.pth"), str(tmp_path / "back.safetensors"), "--json", "-"],
+                        capsys)
+    assert back["arch"] == "edsr" and back["scales"] == [2] and back["params"] > 0  # type: ignore[index]
+    pytest.importorskip("onnxruntime")
+    out = _stdout_json(["export", str(ckpt), "--onnx", str(tmp_path / "s.onnx"), "--json", "-"], capsys)
+    (job,) = out["exports"]  # type: ignore[index]
+    assert job["format"] == "onnx" and job["checked"] and job["max_abs_diff"] <= job["tolerance"]

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from srkd.cli.output import add_json_option, emit_json, to_stdout
+
 if TYPE_CHECKING:
     import torch
 
@@ -42,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--key", default=None, help="entry of a dict checkpoint to read (default: params_ema, params...)")
     parser.add_argument("--fp16", action="store_true", help="store weights as float16 (loaded back as float32)")
+    add_json_option(parser, "what was read and written")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,10 +66,14 @@ def run(args: argparse.Namespace) -> int:
         key=args.key,
         dtype=torch.float16 if args.fp16 else None,
     )
+    info = {"source": str(args.src), **info, "params": count_params(model)}
+    emit_json(args, info)
+    if to_stdout(args):
+        return 0
     kwargs = ", ".join(f"{k}={v}" for k, v in info["kwargs"].items())
     scales = "/".join(f"x{s}" for s in info["scales"])
     print(f"read   {args.src} ({info['layout']} layout)")
-    print(f"model  {info['arch']}({kwargs}): {count_params(model):,} parameters, {scales}")
+    print(f"model  {info['arch']}({kwargs}): {info['params']:,} parameters, {scales}")
     for note in info["notes"]:
         print(f"note   {note}")
     print(f"wrote  {info['path']}")
@@ -83,6 +90,9 @@ def _run_to(args: argparse.Namespace, dtype: torch.dtype | None) -> int:
         raise SrkdError(f"{', '.join(ignored)}: options for reading official checkpoints; with --to, SRC is an srkd "
                         "checkpoint, which says what it holds")
     info = export_checkpoint(args.src, args.dst, args.to, dtype=dtype)
+    emit_json(args, {"source": str(args.src), **info})
+    if to_stdout(args):
+        return 0
     kwargs = ", ".join(f"{k}={v}" for k, v in info["kwargs"].items())
     wrapper = "{'params': state_dict}" if info["wrapper"] else "a plain state dict"
     print(f"read   {args.src} ({info['arch']}({kwargs}))")

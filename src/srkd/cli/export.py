@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 
+from srkd.cli.output import add_json_option, emit_json, to_stdout
 from srkd.errors import SrkdError
 
 
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=None, help="multi-scale checkpoints (VDSR): which scale")
     parser.add_argument("--dynamo", action="store_true", help="ONNX via torch.export (no SwinIR) instead of tracing")
     parser.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
+    add_json_option(parser, "what was written and how it matched PyTorch")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -61,23 +63,27 @@ def run(args: argparse.Namespace) -> int:
     if args.torchscript:
         export.export_torchscript(model, args.torchscript, size=size)
         jobs.append(("torchscript", args.torchscript, True))
+    say = (lambda *_: None) if to_stdout(args) else print
+    results = []
     for fmt, path, dynamic in jobs:
         precision = ", float16" if fmt == "onnx" and args.fp16 else ""
         line = f"wrote {path} ({fmt}{precision}, {what}, input {'any size' if dynamic else 'x'.join(map(str, size))})"
+        record: dict = {"format": fmt, "path": str(path), "dynamic": dynamic, "fp16": fmt == "onnx" and args.fp16,
+                        "arch": meta["arch"], "scale": meta["scale"], "checked": False}
+        results.append(record)
         if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
             line += "; no metadata written: the onnx package is not installed (pip install 'srkd[onnx]')"
         if args.no_check:
-            print(line)
+            say(line)
             continue
-        if fmt == "onnx":
-            try:
-                import onnxruntime  # noqa: F401
-            except ImportError:
-                print(line + "; not checked: onnxruntime is not installed (pip install 'srkd[onnx]')")
-                continue
+        if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+            say(line + "; not checked: onnxruntime is not installed (pip install 'srkd[onnx]')")
+            continue
         tolerance = export.FP16_TOLERANCE if fmt == "onnx" and args.fp16 else export.TOLERANCE
         rows = export.check_export(model, path, fmt, export.check_inputs(model, size, dynamic), tolerance)
         worst = max(r["max_abs_diff"] for r in rows)
+        record.update(checked=True, max_abs_diff=worst, tolerance=tolerance, checks=rows)
         shapes = ", ".join(dict.fromkeys("x".join(map(str, r["shape"])) for r in rows))  # random + real per shape
-        print(f"{line}; matches PyTorch on random and real images of {shapes} (max |diff| {worst:.1e})")
+        say(f"{line}; matches PyTorch on random and real images of {shapes} (max |diff| {worst:.1e})")
+    emit_json(args, {"checkpoint": str(args.checkpoint), "exports": results})
     return 0

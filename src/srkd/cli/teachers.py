@@ -10,14 +10,15 @@ config, ``srkd eval --model zoo:NAME``...).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from srkd.cli.output import add_json_option, emit_json, to_stdout
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = sub.add_parser("list", help="the zoo: architecture, scales, size, FLOPs, Set5 PSNR, licence, source")
-    ls.add_argument("--json", metavar="FILE", default=None, help="also write the list as JSON (- for stdout only)")
+    add_json_option(ls, "the list")
     dl = sub.add_parser("download", help="download, verify (sha256) and convert zoo models into the cache")
     dl.add_argument("names", nargs="+", metavar="NAME")
     dl.add_argument("--from", dest="source", default=None, metavar="PATH_OR_URL",
@@ -60,14 +61,9 @@ def _list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     rows = _rows(args.data_root)
-    if args.json is not None:
-        text = json.dumps(rows, indent=2)
-        if args.json == "-":
-            print(text)
-            return 0
-        from srkd.io import write_json
-
-        write_json(args.json, rows)
+    emit_json(args, rows)
+    if to_stdout(args):
+        return 0
     table = Table(title="srkd teacher zoo (`srkd teachers download NAME`, then teacher.checkpoint: zoo:NAME)")
     for col in ("name", "arch", "scales", "params", "GFLOPs@720p", "Set5 srkd", "Set5 paper", "licence", "cached"):
         table.add_column(col, overflow="fold")
