@@ -1,4 +1,4 @@
-"""Every committed teacher's published PSNR/SSIM (README; the eval JSON beside its training record in
+"""Every committed teacher's published PSNR/SSIM (docs/results.md; the eval JSON beside its training record in
 benchmarks/results/) is what ``srkd eval`` measures today, within 0.01 dB: a changed metric, resize or model code
 cannot silently move them. Set5 runs by default, Set14 and B100 with the slow tests."""
 
