@@ -136,3 +136,12 @@ def test_the_example_script_runs(tmp_path: Path) -> None:
                           check=True)
     assert "Y PSNR on samples-val: teacher" in done.stdout
     assert (tmp_path / "runs" / "example-kd" / "last.safetensors").is_file()
+
+
+@pytest.mark.parametrize("first", ["import srkd.distill.kd, srkd", "import srkd; srkd.distill; import srkd.distill.kd"])
+def test_srkd_distill_is_callable_whatever_was_imported_first(first: str) -> None:
+    """`srkd.distill` is also the methods' package: importing a method module first (as the engine, the CLI and
+    most test files do) binds the name to the package, which must still be the API's entry point."""
+    code = f"{first}\nimport srkd.api\nassert callable(srkd.distill) and srkd.distill.get_method('kd')\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -28,6 +28,9 @@ LAYERS: list[set[str]] = [
     {"cli", "api", "__init__", "__main__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+# The one import that points up, and why: `srkd.distill` is both the methods' package and the API's entry point
+# `srkd.distill(teacher, student, ...)`; the package answers the call by importing srkd.api when it is called.
+UPWARD_ALLOWED: set[tuple[str, str]] = {("distill/__init__.py", "srkd.api")}
 
 # Functions allowed past MAX_LINES: only in files another change owns right now (the data-free split).
 MAX_LINES = 80
@@ -64,7 +67,7 @@ def test_no_import_points_up_a_layer() -> None:
         own = RANK[unit(path)]
         for line, module, _names in srkd_imports(tree):
             target = module.split(".")[1]
-            if RANK.get(target, 0) > own:
+            if RANK.get(target, 0) > own and (path.relative_to(SRC).as_posix(), module) not in UPWARD_ALLOWED:
                 upward.append(f"{path.relative_to(SRC)}:{line} imports {module}")
     assert not upward, "\n".join(upward)
 
@@ -103,6 +106,8 @@ INSIDE_ALLOWED: set[tuple[str, str]] = {
     ("bench/evaluation.py", "cv2"),  # dev extra: the BasicSR-style evaluation baseline
     # platform: POSIX only (Windows has no fcntl; the download lock is a no-op there)
     ("data/download.py", "fcntl"),
+    # the API's entry point answered by the methods' package (see UPWARD_ALLOWED): srkd.api imports this package
+    ("distill/__init__.py", "srkd.api.distill"),
     # matplotlib (~0.4 s to import) is paid only when a figure is drawn, not by every user of srkd.report
     ("report/figures.py", "matplotlib.figure.Figure"),
     ("report/figures.py", "matplotlib.patches.Rectangle"),

@@ -21,11 +21,15 @@ from srkd.errors import SrkdError  # noqa: E402
 if TYPE_CHECKING:
     from srkd.api import Result, distill
 
-_LAZY = {"distill": "srkd.api", "Result": "srkd.api"}
+_LAZY = {"Result": "srkd.api"}
 
 
 def __getattr__(name: str) -> Any:
-    """``srkd.distill`` / ``srkd.Result`` import torch and the engine, so they load when first asked for."""
+    """``srkd.distill`` / ``srkd.Result`` import torch and the engine, so they load when first asked for.
+    ``srkd.distill`` is the methods' package, which is callable as :func:`srkd.api.distill` (its docstring says
+    why the two share the name)."""
+    if name == "distill":
+        return importlib.import_module("srkd.distill")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
@@ -34,7 +38,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted([*globals(), *_LAZY, "distill"])
 
 
 __all__ = ["Result", "SrkdError", "__version__", "distill"]
