@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import shared_path
 
+from srkd.checkpoint.convert import read_official
 from srkd.errors import SrkdError
 from srkd.models.bsrn_arch import BSRN, DROPPED_KEYS, ESA_MIN_SIZE, LAYOUT_MARKER, MULTI_SCALE, infer_kwargs
 from srkd.models.edsr_arch import EDSR
@@ -24,12 +25,7 @@ QUARTER = dict(num_feat=16, num_block=2)
 
 def official_state(scale: int) -> dict[str, torch.Tensor]:
     path = shared_path("weights", "bsrn", f"net_g_BSRN_x{scale}.pth")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for wrapper in ("params_ema", "params"):
-        if wrapper in state:
-            state = state[wrapper]
-            break
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return read_official(path)  # wrapper and DataParallel prefix removed, as srkd convert reads it
 
 
 def official_model(scale: int) -> BSRN:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import shared_path
 
+from srkd.checkpoint.convert import read_official
 from srkd.errors import SrkdError
 from srkd.models.carn_arch import CARNM, DROPPED_KEYS, LAYOUT_MARKER, MULTI_SCALE, infer_kwargs
 from srkd.models.taps import FeatureTaps
@@ -22,12 +23,7 @@ STUDENT = dict(num_feat=16, num_block=3, num_unit=3, group=4)  # quarter width
 
 def official_state() -> dict[str, torch.Tensor]:
     path = shared_path("weights", "carn", "carn_m.pth")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for wrapper in ("params_ema", "params"):
-        if isinstance(state, dict) and wrapper in state:
-            state = state[wrapper]
-            break
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return read_official(path)  # wrapper and DataParallel prefix removed, as srkd convert reads it
 
 
 def kept(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

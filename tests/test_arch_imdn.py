@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import shared_path
 
+from srkd.checkpoint.convert import read_official
 from srkd.errors import SrkdError
 from srkd.models import build_model
 from srkd.models.imdn_arch import IMDN, LAYOUT_MARKER, MULTI_SCALE, infer_kwargs
@@ -34,12 +35,7 @@ FOREIGN_KEYS = [
 
 
 def load_official(path: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for wrapper in ("params_ema", "params"):
-        if isinstance(state, dict) and wrapper in state:
-            state = state[wrapper]
-            break
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return read_official(path)  # wrapper and DataParallel prefix removed, as srkd convert reads it
 
 
 def published(scale: int) -> tuple[IMDN, dict[str, torch.Tensor]]:

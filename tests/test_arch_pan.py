@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import shared_path
 
+from srkd.checkpoint.convert import read_official
 from srkd.errors import SrkdError
 from srkd.models.pan_arch import LAYOUT_MARKER, PAN, infer_kwargs
 from srkd.models.taps import FeatureTaps
@@ -22,12 +23,7 @@ STUDENT = dict(num_feat=10, num_up_feat=6, num_block=4)  # quarter width, a quar
 
 def official_state(scale: int) -> dict[str, torch.Tensor]:
     path = shared_path("weights", "pan", f"PANx{scale}_DF2K.pth")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for wrapper in ("params_ema", "params"):
-        if isinstance(state, dict) and wrapper in state:
-            state = state[wrapper]
-            break
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return read_official(path)  # wrapper and DataParallel prefix removed, as srkd convert reads it
 
 
 def load_official(scale: int) -> PAN:

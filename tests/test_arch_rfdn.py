@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from conftest import shared_path
 
+from srkd.checkpoint.convert import read_official
 from srkd.data.images import read_image
 from srkd.errors import SrkdError
 from srkd.models import build_model
@@ -37,12 +38,7 @@ FOREIGN_KEYS = [
 
 
 def load_official(path: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for wrapper in ("params_ema", "params"):
-        if isinstance(state, dict) and wrapper in state:
-            state = state[wrapper]
-            break
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return read_official(path)  # wrapper and DataParallel prefix removed, as srkd convert reads it
 
 
 def published() -> tuple[RFDN, dict[str, torch.Tensor]]:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import shared_path
 
+from srkd.checkpoint.convert import read_official
 from srkd.errors import SrkdError
 from srkd.models.smfanet_arch import LAYOUT_MARKER, SMFANet, _nearest_export, _pool_bins_export, infer_kwargs
 from srkd.models.taps import FeatureTaps
@@ -47,9 +48,7 @@ def _small(scale: int = 2, **kwargs) -> SMFANet:
 
 def _official(stem: str) -> dict[str, torch.Tensor]:
     path = shared_path("weights", "smfanet", f"{stem}.pth")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("params_ema", state.get("params", state))
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return read_official(path)  # wrapper and DataParallel prefix removed, as srkd convert reads it
 
 
 def _load(stem: str) -> SMFANet:
