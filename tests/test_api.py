@@ -88,7 +88,7 @@ def test_datafree_module_student_trains_without_growth(images: Path) -> None:
                               out=images / "run", batch_size=2, image_size=12, tensorboard=False,
                               data_root=str(images / "data_root"))
     assert result.student is student
-    assert yaml.safe_load((result.run_dir / "config.yaml").read_text())["method"]["progressive"] is False
+    assert yaml.safe_load((result.run_dir / "config.yaml").read_text())["method"]["progressive"] is None
 
 
 def test_mistakes_are_one_line_errors(images: Path) -> None:

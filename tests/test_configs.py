@@ -8,6 +8,7 @@ expected "blocked" reason, a missing or invalid config is not).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -172,20 +173,50 @@ def test_a_repeated_or_unsorted_milestone_is_a_clear_error(override: str) -> Non
 def test_the_generator_schedule_is_checked_the_same_way() -> None:
     from srkd.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"gen_milestones': .*strictly increasing"):
-        _cfg("datafree-vdsr-quick", ("method.gen_milestones=[300, 300]",))
+    with pytest.raises(ConfigError, match=r"generator.sched.milestones': .*strictly increasing"):
+        _cfg("datafree-vdsr-quick", ("method.generator.sched.milestones=[300, 300]",))
+
+
+def test_keys_of_the_previous_layout_name_their_new_spelling() -> None:
+    from srkd.errors import ConfigError
+
+    for old, new in (("method.gen_lr=1e-4", "method.gen_lr moved: use method.generator.optim.lr"),
+                     ("method.gen_every=5", "method.gen_every moved: use method.generator.every"),
+                     ("method.growth_init=identity", "method.growth_init moved: use method.progressive.init"),
+                     ("method.stage_optimizer=carry", "use method.progressive.optimizer"),
+                     ("method.stages=[5, 15]", "method.stages moved: use method.progressive.stages"),
+                     ("method.max_skips=3", "use train.max_skips"),
+                     ("method.progressive=true", "method.progressive: true moved")):
+        with pytest.raises(ConfigError, match=re.escape(new)) as err:
+            _cfg("datafree-vdsr-quick", (old,))
+        assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=re.escape("method.growth_init moved: use method.progressive.init")):
+        _cfg("edsr-x4-kd-quick", ("method.growth_init=identity",))
+
+
+def test_progressive_growth_is_every_output_level_methods_but_fakd_and_csd_refuse_it() -> None:
+    from srkd.errors import ConfigError
+
+    for recipe in ("edsr-x4-kd-quick", "edsr-x4-dukd-quick"):
+        cfg = _cfg(recipe, ("method.progressive.stages=[5, 15]", "train.iterations=20"))
+        assert cfg.method.progressive is not None and cfg.method.stage_lengths(20) == [5, 15]
+        assert _cfg(recipe, ("method.progressive=false",)).method.progressive is None
+    for recipe in ("edsr-x4-fakd-quick", "edsr-x4-csd-quick"):
+        with pytest.raises(ConfigError, match=r"method.progressive: (FAKD|CSD) .*remove it$") as err:
+            _cfg(recipe, ("method.progressive.stages=[5, 15]", "train.iterations=20"))
+        assert "\n" not in str(err.value)
 
 
 def test_a_data_free_run_shorter_than_its_stages_is_refused_with_scaled_stages() -> None:
     """Cutting train.iterations of a progressive recipe would silently ship the stage-0 (shallower) student."""
     from srkd.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"datafree-edsr-quick.yaml: method.stages \[150, 850\]: the student "
-                                          r"reaches its full depth at iteration 150, but train.iterations is 20.*"
-                                          r'--set "method.stages=\[3, 17\]"'):
+    with pytest.raises(ConfigError, match=r"datafree-edsr-quick.yaml: method.progressive.stages \[150, 850\]: the "
+                                          r"student reaches its full depth at iteration 150, but train.iterations is "
+                                          r'20.*--set "method.progressive.stages=\[3, 17\]"'):
         _cfg("datafree-edsr-quick", ("train.iterations=20",))
-    ok = _cfg("datafree-edsr-quick", ("train.iterations=20", "method.stages=[3, 17]"))
-    assert ok.method.stages == [3, 17]  # type: ignore[attr-defined]
+    ok = _cfg("datafree-edsr-quick", ("train.iterations=20", "method.progressive.stages=[3, 17]"))
+    assert ok.method.progressive is not None and ok.method.progressive.stages == [3, 17]
     assert _cfg("datafree-edsr-quick", ("train.iterations=151",)).train.iterations == 151  # grows at 150: fine
     with pytest.raises(ConfigError, match="give at least one iteration per stage"):
         _cfg("datafree-edsr-quick", ("train.iterations=1",))

@@ -11,12 +11,14 @@ import io
 import pytest
 import torch
 
-from srkd.config_base import step_decay, validate
+from srkd.config_base import validate
 from srkd.distill import get_method
 from srkd.distill.base import Batch
-from srkd.distill.datafree import Config, Method, body_split, pairwise_l1
+from srkd.distill.datafree import Config, Method, pairwise_l1
+from srkd.distill.progressive import body_split
 from srkd.errors import ConfigError, TrainingError
 from srkd.models import build_model
+from srkd.optim_base import NonfinitePolicy
 
 
 def vdsr(n_feats: int = 8, n_layers: int = 6) -> torch.nn.Module:
@@ -24,7 +26,8 @@ def vdsr(n_feats: int = 8, n_layers: int = 6) -> torch.nn.Module:
 
 
 def make(student=None, teacher=None, scale: int = 2, **cfg) -> Method:
-    cfg = {"name": "datafree", "progressive": False, "gen_every": 1, "image_size": 24, "gen_lr": 1e-3, **cfg}
+    gen = {"every": 1, "optim": {"lr": 1e-3}, **cfg.pop("generator", {})}
+    cfg = {"name": "datafree", "progressive": False, "generator": gen, "image_size": 24, **cfg}
     torch.manual_seed(0)
     return Method(student or vdsr(), teacher or vdsr(16), Config.model_validate(cfg), scale)
 
@@ -32,7 +35,7 @@ def make(student=None, teacher=None, scale: int = 2, **cfg) -> Method:
 def test_registry_and_config_errors():
     assert get_method("datafree").Method is Method
     with pytest.raises(ConfigError, match="stages"):
-        validate(Config, {"name": "datafree", "progressive": True, "stages": [10]})
+        validate(Config, {"name": "datafree", "progressive": {"stages": [10]}})
     with pytest.raises(ConfigError, match="no generator"):
         validate(Config, {"name": "datafree", "progressive": False, "inputs": "noise"})
     with pytest.raises(ConfigError, match="unknown key 'k'"):
@@ -89,7 +92,7 @@ def test_generator_gradients_reach_generator_not_teacher():
 
 
 def test_generator_step_updates_only_the_generator():
-    m = make(gen_every=2)
+    m = make(generator={"every": 2})
     gen_before = [p.detach().clone() for p in m.generators["2"].parameters()]
     stu_before = [p.detach().clone() for p in m.student.parameters()]
     assert m.after_optimizer_step(0) == {}  # iteration 1 of k=2: no generator step
@@ -110,13 +113,13 @@ def test_ablation_switches_select_the_loss_terms():
 
 
 def test_noise_baseline_builds_no_generator(monkeypatch):
-    import srkd.distill.datafree as df
+    import srkd.distill.generator as gen
 
-    real = df.build_model
-    monkeypatch.setattr(df, "build_model", lambda arch, **kw: pytest.fail("built a generator") if arch == "generator"
+    real = gen.build_model
+    monkeypatch.setattr(gen, "build_model", lambda arch, **kw: pytest.fail("built a generator") if arch == "generator"
                         else real(arch, **kw))
     m = make(inputs="noise", adversarial=False, reconstruction=False)
-    assert len(m.generators) == 0 and not m.gen_optimizers
+    assert len(m.generators) == 0 and not m.gen.optimizers
     b = m.next_batch(64)
     assert b.lr.shape == (64, 1, 12, 12)
     assert 0.4 < float(b.lr.mean()) < 0.6 and float(b.lr.min()) >= 0 and float(b.lr.max()) <= 1
@@ -135,11 +138,17 @@ def test_too_small_generator_is_a_config_error():
         make(scales=[2, 4], image_size=24)
 
 
-def test_body_split_and_step_decay():
+def test_body_split_and_the_generators_step_decay():
     assert body_split(18, 2) == [9, 18]
     assert body_split(32, 3) == [11, 22, 32]
-    assert step_decay(9, [], 10, 0.1) == 1.0 and step_decay(10, [], 10, 0.1) == pytest.approx(0.1)
-    assert step_decay(25, [10, 20], None, 0.5) == 0.25
+    m = make(generator={"optim": {"lr": 1.0}, "sched": {"step_size": 10}})
+    assert m.gen.schedule.lr_at(9) == 1.0 and m.gen.schedule.lr_at(10) == pytest.approx(0.1)
+    m = make(generator={"optim": {"lr": 1.0}, "sched": {"milestones": [10, 20], "gamma": 0.5}})
+    assert m.gen.schedule.lr_at(25) == 0.25
+    # the generator's optimiser is the engine's, with DFSR's defaults (Adam 1e-5, betas (0.9, 0.999), eps 1e-8)
+    group = make(generator={}).gen.optimizers[2].param_groups[0]
+    assert (group["lr"], group["betas"], group["eps"], group["weight_decay"]) == (1e-3, (0.9, 0.999), 1e-8, 0.0)
+    assert Config(name="datafree").generator.optim.lr == 1e-5
     x = torch.rand(1, 1, 4, 4).expand(5, 1, 4, 4)
     assert float(pairwise_l1(x)) == 0.0  # a collapsed batch has zero diversity
 
@@ -151,7 +160,7 @@ def test_progressive_growth_keeps_previous_weights(arch):
     else:
         student = build_model("edsr", scale=2, n_feats=8, n_resblocks=4)
         teacher, n_body = build_model("edsr", scale=2, n_feats=8, n_resblocks=2), 4
-    m = make(student=student, teacher=teacher, progressive=True, stages=[3, 5], image_size=24)
+    m = make(student=student, teacher=teacher, progressive={"stages": [3, 5]}, image_size=24)
     assert len(m.student.body) == n_body // 2 and m.stage == 0
     assert m.begin_stage(0) is False and m.begin_stage(2) is False
     old = {k: v.clone() for k, v in m.student.state_dict().items()}
@@ -174,7 +183,7 @@ def test_identity_growth_keeps_the_students_function(arch, growth_init):
         student, teacher = vdsr(8, 8), vdsr(16)
     else:
         student, teacher = (build_model("edsr", scale=2, n_feats=8, n_resblocks=n) for n in (4, 2))
-    m = make(student=student, teacher=teacher, progressive=True, stages=[3, 5], growth_init=growth_init)
+    m = make(student=student, teacher=teacher, progressive={"stages": [3, 5], "init": growth_init})
     x = torch.rand(2, 1 if arch == "vdsr" else 3, 12, 12)
     with torch.no_grad():
         before = m.student(x)
@@ -187,11 +196,12 @@ def test_identity_growth_keeps_the_students_function(arch, growth_init):
 
 
 def test_nonfinite_generator_loss_stops_with_the_iteration(monkeypatch):
-    m = make(gen_every=5)
+    m = make(generator={"every": 5})
     monkeypatch.setattr(m, "reconstruction_loss", lambda *a: torch.tensor(float("nan")))
     with pytest.raises(TrainingError, match="iteration 5"):
         m.after_optimizer_step(4)
-    m = make(nonfinite="skip", max_skips=1)
+    m = make()
+    m.nonfinite = NonfinitePolicy("skip", 1)  # the engine hands the method train.nonfinite / train.max_skips
     monkeypatch.setattr(m, "reconstruction_loss", lambda *a: torch.tensor(float("inf")))
     with pytest.warns(UserWarning, match="skipped"):
         assert m.after_optimizer_step(0) == {"gen_skipped": 1.0}
@@ -206,14 +216,14 @@ def test_extra_state_round_trip_is_exact():
             m.training_step(m.next_batch(2))
             m.after_optimizer_step(i)
 
-    a = make(scales=[2, 3, 4], image_size=48, progressive=True, stages=[2, 4])
+    a = make(scales=[2, 3, 4], image_size=48, progressive={"stages": [2, 4]})
     run(a, range(3))
     buf = io.BytesIO()
     torch.save(a.extra_state(), buf)
     buf.seek(0)
     state = torch.load(buf, weights_only=True)  # what the engine's checkpoint reader accepts
 
-    b = make(scales=[2, 3, 4], image_size=48, progressive=True, stages=[2, 4])
+    b = make(scales=[2, 3, 4], image_size=48, progressive={"stages": [2, 4]})
     b.load_extra_state(state)
     assert b.stage == 1 and len(b.student.body) == len(a.student.body)
     b.student.load_state_dict(a.student.state_dict())

@@ -16,10 +16,8 @@ from srkd.engine.trainer import train
 METHOD = {
     "name": "datafree",
     "image_size": 8,
-    "gen_every": 2,
-    "gen_lr": 1e-3,
-    "progressive": True,
-    "stages": [3, 5],
+    "generator": {"every": 2, "optim": {"lr": 1e-3}},
+    "progressive": {"stages": [3, 5]},
 }
 
 
@@ -63,7 +61,7 @@ def test_datafree_says_it_ignores_training_images(tmp_path: Path) -> None:
         train(c)
 
 
-@pytest.mark.parametrize("growth", [{}, {"growth_init": "identity", "stage_optimizer": "carry"},
+@pytest.mark.parametrize("growth", [{}, {"progressive": {"stages": [3, 5], "init": "identity", "optimizer": "carry"}},
                                     {"fidelity": "code", "upcycle": {"zoom_in": True, "zoom_out": True,
                                                                      "augment": True, "augment_p": 0.5}}])
 def test_datafree_resume_after_a_crash_is_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, growth) -> None:
@@ -91,11 +89,11 @@ def test_datafree_resume_after_a_crash_is_bit_identical(tmp_path: Path, monkeypa
 
 
 def test_a_resumed_datafree_run_uses_the_configs_generator_optimiser(tmp_path: Path) -> None:
-    """gen_lr, its schedule and gen_betas changed on resume apply, as the student's optimiser settings do."""
+    """generator.optim and .sched changed on resume apply, as the student's optimiser settings do."""
     c = cfg(tmp_path, progressive=False)
     c.train.iterations = 4
     train(c)
-    c = cfg(tmp_path, progressive=False, gen_lr=5e-4, gen_betas=(0.5, 0.9))
+    c = cfg(tmp_path, progressive=False, generator={"every": 2, "optim": {"lr": 5e-4, "betas": (0.5, 0.9)}})
     train(c)
     group = final_state(c.run_dir)["method"]["gen_optimizers"]["2"]["param_groups"][0]
     assert group["lr"] == 5e-4 and tuple(group["betas"]) == (0.5, 0.9)
@@ -104,7 +102,7 @@ def test_a_resumed_datafree_run_uses_the_configs_generator_optimiser(tmp_path: P
 def test_noise_baseline_trains_without_generator(tmp_path: Path) -> None:
     run = train(cfg(tmp_path, inputs="noise", adversarial=False, reconstruction=False, progressive=False))
     state = final_state(run)
-    assert state["method"]["generators"] == {} and state["method"]["stage"] == 0
+    assert state["method"]["generators"] == {} and "stage" not in state["method"]  # no growth, no stage
     recs = [r for r in read_log(run / "log.jsonl") if r["type"] == "train"]
     assert all("L_G" not in r for r in recs) and all(r["loss"] > 0 for r in recs)
 
@@ -142,7 +140,7 @@ def test_carry_keeps_the_adam_moments_of_the_weights_that_stay_and_one_schedule(
         seen["new"] = set(new.names) - set(old.names)
 
     monkeypatch.setattr(trainer, "carry_optim", spy)
-    c = cfg(tmp_path, stage_optimizer="carry")
+    c = cfg(tmp_path, progressive={"stages": [3, 5], "optimizer": "carry"})
     c.sched.milestones, c.sched.gamma, c.train.log_every = [4], 0.5, 1
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)

@@ -26,8 +26,8 @@ def edsr(n_feats: int = 8) -> torch.nn.Module:
 
 
 def make(arch: str = "vdsr", **cfg) -> Method:
-    cfg = {"name": "datafree", "progressive": False, "gen_every": 1, "image_size": 24, "gen_lr": 1e-3,
-           "gen_criterion": "mse", "gen_reduction": "sum", **cfg}
+    cfg = {"name": "datafree", "progressive": False, "image_size": 24,
+           "generator": {"every": 1, "optim": {"lr": 1e-3}, "criterion": "mse", "reduction": "sum"}, **cfg}
     torch.manual_seed(0)
     student, teacher = (vdsr(), vdsr(16)) if arch == "vdsr" else (edsr(), edsr(16))
     return Method(student, teacher, Config.model_validate(cfg), 2)

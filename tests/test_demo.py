@@ -115,7 +115,8 @@ def test_act_configs(tmp_path: Path) -> None:
         assert len(vals) == DEFAULT_BUDGET.val_points
     assert d.method.name == "dukd" and d.data.train == [demo.TRAIN_SET]
     assert f.method.name == "datafree" and f.data.train == []  # data-free: no training image at all
-    assert sum(f.method.stages) == DEFAULT_BUDGET.datafree_iterations and len(f.method.stages) == 2
+    stages = f.method.progressive.stages  # type: ignore[union-attr]
+    assert sum(stages) == DEFAULT_BUDGET.datafree_iterations and len(stages) == 2
     one = datafree_config(opts, demo.Budget(dukd_iterations=1, datafree_iterations=1), CPU)
     assert not one.method.progressive  # a single iteration cannot be split into stages
 

@@ -266,7 +266,7 @@ def test_unknown_method_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="unknown method 'nope'.*known: scratch, kd"):
         get_method("nope")
-    with pytest.raises(ConfigError, match=r"unknown key 'pixw' \(allowed: kd_weight, name, pix_weight\)"):
+    with pytest.raises(ConfigError, match=r"unknown key 'pixw' \(allowed: kd_weight, name, pix_weight, progressive\)"):
         make_cfg(Path("/nonexistent"), {"name": "kd", "pixw": 1}, data={"train": []})
 
 
@@ -280,6 +280,7 @@ def test_run_writes_config_log_checkpoints_and_models(tmp_path: Path) -> None:
     run = train(cfg)
     assert yaml.safe_load((run / "config.yaml").read_text())["method"] == {
         "name": "kd",
+        "progressive": None,
         "pix_weight": 1.0,
         "kd_weight": 1.0,
     }

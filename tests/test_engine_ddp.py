@@ -115,7 +115,8 @@ def test_two_gloo_ranks_dukd_growing_student_and_datafree_resume(tmp_path: Path)
     (tmp_path / "df").mkdir()
     df = write_cfg(
         tmp_path / "df",
-        {"name": "datafree", "image_size": 8, "gen_every": 2, "gen_lr": 1e-3, "stages": [3, 5]},
+        {"name": "datafree", "image_size": 8, "generator": {"every": 2, "optim": {"lr": 1e-3}},
+         "progressive": {"stages": [3, 5]}},
         student={"arch": "edsr", "kwargs": {"n_feats": 4, "n_resblocks": 2}},
         teacher=teacher,
         data={"train": [], "batch_size": 2},

@@ -59,7 +59,8 @@ def golden_cfg(tmp: Path, name: str) -> TrainConfig:
         return make_cfg(tmp, "kd", train=LOOP, sched={"milestones": [], "step_size": 6, "gamma": 0.5})
     if name == "dukd":
         return make_cfg(tmp, "dukd", train=LOOP, teacher=TEACHER)
-    method = {"name": "datafree", "image_size": 8, "gen_every": 2, "gen_lr": 1e-3, "progressive": True, "stages": [7, 13]}
+    method = {"name": "datafree", "image_size": 8, "generator": {"every": 2, "optim": {"lr": 1e-3}},
+              "progressive": {"stages": [7, 13]}}
     c = make_cfg(tmp, method, student={"arch": "edsr", "kwargs": {"n_feats": 4, "n_resblocks": 2}}, teacher=TEACHER,
                  data={"train": [], "batch_size": 2}, train=LOOP, sched={"milestones": [4, 9], "gamma": 0.5})
     c.data = type(c.data)(batch_size=2, data_root=c.data.data_root)

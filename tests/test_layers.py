@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "srkd"
 
 # Lowest first. A top-level module (srkd/io.py) or package (srkd/models/) is named by its first path component.
 LAYERS: list[set[str]] = [
-    {"errors", "io", "device", "config_base", "precision", "recipes"},
+    {"errors", "io", "device", "config_base", "optim_base", "precision", "recipes"},
     {"ops"},
     {"models", "data", "metrics", "checkpoint", "evaluation", "export"},
     {"distill"},

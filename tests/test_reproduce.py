@@ -183,10 +183,10 @@ def test_a_run_from_before_a_setting_existed_is_still_its_recipes_run(tmp_path: 
 
     cfg = load_config(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / "datafree-edsr-quick.yaml")
     old = cfg.model_dump(mode="json")
-    del old["method"]["growth_init"]  # added after the DFSR Table 4 quick runs were made
+    del old["method"]["progressive"]["init"]  # added after the DFSR Table 4 quick runs were made
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     assert _same_config(tmp_path, cfg)
-    old["method"]["growth_init"] = "identity"
+    old["method"]["progressive"]["init"] = "identity"
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     assert not _same_config(tmp_path, cfg)
 

@@ -15,8 +15,8 @@ A module srkd did not build is used as it is, provided it maps ``(N, C, h, w)`` 
 ``(N, C, s*h, s*w)``; for the run it is given ``scale``, ``colour`` ("rgb") and ``spec`` attributes when it lacks
 them (taken away again afterwards), so ``last.safetensors`` holds its ``state_dict`` under its own key names
 (read it with ``safetensors.torch.load_file``; srkd's own commands cannot rebuild such a module). Methods that
-need srkd's architecture (FAKD's feature taps, CSD's slimmable network, data-free growth of the body) refuse such
-a module; ``datafree`` therefore runs without progressive growth for it unless told otherwise.
+need srkd's architecture (FAKD's feature taps, CSD's slimmable network, progressive growth of the body) refuse such
+a module; growth (``progressive``) is off unless asked for.
 """
 
 from __future__ import annotations
@@ -254,9 +254,6 @@ def distill(
         data["teacher"] = t_section
     if out is not None:
         data["out_dir"] = str(out)
-    foreign = isinstance(student, nn.Module) and s_section["arch"] not in ARCHITECTURES
-    if method == "datafree" and foreign:
-        data["method"]["progressive"] = False  # growth rebuilds the body of an srkd architecture
     for name, value in overrides.items():
         node, path = data, _config_path(name, method_module.Config)
         for part in path[:-1]:

@@ -98,13 +98,6 @@ Milestones = Annotated[list[int], AfterValidator(_increasing)]
 """Step-decay milestones (iterations): validated strictly increasing and positive."""
 
 
-def step_decay(step: int, milestones: list[int], step_size: int | None, gamma: float) -> float:
-    """Multiplier of a step-decay schedule after ``step`` iterations (MultiStepLR or StepLR semantics)."""
-    if step_size is not None:
-        return gamma ** (step // step_size)
-    return gamma ** sum(step >= m for m in milestones)
-
-
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Field names accepted at ``loc`` (the parent of the offending key), following nested models."""
     current: Any = model

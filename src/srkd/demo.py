@@ -183,16 +183,14 @@ def dukd_config(opts: DemoOptions, budget: Budget, device: torch.device) -> Any:
 
 def datafree_config(opts: DemoOptions, budget: Budget, device: torch.device) -> Any:
     """Act 2: DFSR without a single real training image: generator (adversarial + reconstruction losses),
-    progressive growth of the student in two stages, one generator step every ``gen_every`` student steps."""
+    progressive growth of the student in two stages, one generator step every ``generator.every`` student steps."""
     it = budget.datafree_iterations
     cfg = _common(opts, budget, "datafree", it, device)
     cfg["method"] = {
         "name": "datafree",
         "image_size": max(8, budget.lr_patch),
-        "progressive": it >= 2,
-        "stages": [it // 2, it - it // 2] if it >= 2 else [],
-        "gen_every": 5,
-        "gen_lr": 1e-4,
+        "progressive": {"stages": [it // 2, it - it // 2]} if it >= 2 else None,
+        "generator": {"every": 5, "optim": {"lr": 1e-4}},
     }
     # No decay. The engine restarts the lr schedule with each progressive stage, so the act's milestone at 80 % of
     # its iterations fell after the end of both stages and never fired (the engine now warns about that): the

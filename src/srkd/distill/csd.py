@@ -31,7 +31,7 @@ full-width branch learns from its own HR loss only and is not pulled towards the
 from __future__ import annotations
 
 import inspect
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -52,6 +52,7 @@ _EPS = 1e-7
 
 
 class Config(MethodConfig):
+    no_growth: ClassVar[str] = "CSD trains one slimmable network of fixed depth, which growth would rebuild; remove it"
     name: Literal["csd"] = Field("csd", description="contrastive self-distillation (Wang et al. 2021)")
     width: float = Field(0.25, gt=0, le=1, description="student channels = round(width * n_feats)")
     teacher_weight: float = Field(1.0, ge=0, description="weight of L1(T(lr), hr) for the full-width branch")

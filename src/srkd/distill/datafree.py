@@ -1,23 +1,25 @@
 """Data-free distillation for SR (DFSR, Zhang et al., CVPR 2021): the student never sees a real image.
 
 A generator ``G`` (supplement Table 1) turns Gaussian codes into low-resolution images. The student learns the
-teacher on them (Eq. 1/5, ``L_KD = |T(G(z)) - S(G(z))|``) and every ``gen_every`` student steps the generator
-takes one step of its own Adam on (Eq. 4)::
+teacher on them (Eq. 1/5, ``L_KD = |T(G(z)) - S(G(z))|``) and every ``generator.every`` student steps the
+generator takes one step of its own Adam on (Eq. 4)::
 
     L_G = L_GEN + w_R * L_R,   L_GEN = -log(L_KD + 1),   L_R = |R(T(G(z))) - G(z)|,   R = bicubic 1/s
 
 ``L_GEN`` is adversarial (hard samples: where the student still disagrees with the teacher, DFAD) and keeps the
 samples diverse; ``L_R`` asks for images the teacher treats as natural LR images (its output, downscaled again,
 gives the input back). The teacher is frozen but *not* under ``no_grad`` there: the generator's gradient flows
-through it. Progressive distillation grows the student body segment by segment; the generator survives growth.
+through it. This module holds that idea: the losses, the inputs, the fidelity modes and the upcycled student
+step. The generators as trained components (networks, optimisers, lr schedule, non-finite updates, checkpoint
+state) are :mod:`srkd.distill.generator`; the paper's progressive distillation is every method's
+``method.progressive`` (:mod:`srkd.distill.progressive`), which the generator survives.
 
 Pre-upsampling students (VDSR) are scale-agnostic: one generator per scale, of size ``image_size // s``, and each
 batch (and each generator update) picks one scale at random. The scale of a batch is recovered from its size, so
 the engine's :class:`~srkd.distill.base.Batch` needs no extra field.
 
 Switches give the paper's baselines and ablations (Table 2): ``inputs: noise`` (M1, no generator is built),
-``adversarial``/``reconstruction``/``progressive`` (M2, DFAD, M3, M4, full), ``w_r`` (Fig. 4). ``growth_init:
-identity`` (not in the paper) starts each stage's new blocks as identity maps, so growth does not perturb the student.
+``adversarial``/``reconstruction``/``progressive`` (M2, DFAD, M3, M4, full), ``w_r`` (Fig. 4).
 
 **Paper or published code** (``fidelity``, the torchdistill way of naming a discrepancy between a paper and its
 code). ``paper`` (the default) back-propagates ``L_G`` through the teacher and the student, as Eq. 4 says. The
@@ -39,10 +41,11 @@ reaches it only through its direct ``G(z)`` argument, ``R(T(up(G(z))))`` acting 
 
 What is in the switch and what is in configs: the switch holds only what no other key can express, the gradient
 paths (and the rounding that causes them). Everything that already has a key stays a key, so that the ablations of
-issue 37 can cross them ("which change bought what"): the published criterion (``gen_criterion: mse``,
-``gen_reduction: sum``, and for the student ``criterion: mse``, ``kd_reduction: sum``), ``w_r``, ``gen_every``,
-``gen_lr``, the student's SGD (``optim``, ``sched``, ``train.grad_clip``). ``configs/dfsr-vdsr-code-paper.yaml``
-sets all of them as the published demo does; ``datafree-vdsr-quick.yaml`` already uses the summed MSE.
+issue 37 can cross them ("which change bought what"): the published criterion (``generator.criterion: mse``,
+``generator.reduction: sum``, and for the student ``criterion: mse``, ``kd_reduction: sum``), ``w_r``,
+``generator.every``, ``generator.optim.lr``, the student's SGD (``optim``, ``sched``, ``train.grad_clip``).
+``configs/dfsr-vdsr-code-paper.yaml`` sets all of them as the published demo does; ``datafree-vdsr-quick.yaml``
+already uses the summed MSE.
 
 ``upcycle`` (off by default) applies DUKD's zoom-in, zoom-out and invertible augmentations to the generated
 images in the student step (:mod:`srkd.distill.upcycle`). ``inputs: images`` is the data-trained control: real
@@ -53,11 +56,7 @@ and scale coverage as a data-free run, trained on the HR images (``images_target
 from __future__ import annotations
 
 import contextlib
-import inspect
-import math
-import warnings
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -65,23 +64,33 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from srkd.config_base import Milestones, step_decay
-from srkd.data.images import write_image
-from srkd.distill.base import Batch, MethodConfig, teacher_chunk
+from srkd.distill.base import MOVED, Batch, MethodConfig, teacher_chunk
 from srkd.distill.base import Method as MethodBase
+from srkd.distill.generator import GeneratorConfig, Generators
 from srkd.distill.scale_patches import ScalePatches, run_seed
 from srkd.distill.upcycle import UpcycleConfig, augmentations, zoom_in_inputs, zoom_out_input
-from srkd.errors import ConfigError, SrkdError, TrainingError
-from srkd.models import build_model, get_class, run_sr, to_channels_last
-from srkd.models.base import find_spec, model_colour, upsamples_input
-from srkd.models.taps import model_body, unwrap_model
+from srkd.errors import ConfigError, TrainingError
+from srkd.models import run_sr
+from srkd.models.base import model_colour, upsamples_input
+from srkd.models.taps import unwrap_model
 from srkd.ops.imresize import imresize
 
-# Names of the constructor argument that sets the body depth, with how many non-body layers it also counts.
-DEPTH_KWARGS = ("n_resblocks", "n_layers", "n_blocks")
+# The generator's flat keys before method.generator (and the method's own non-finite policy before the engine's).
+GEN_MOVED = {
+    "gen_every": "every", "gen_batch_size": "batch_size", "latent_dim": "latent_dim",
+    "gen_criterion": "criterion", "gen_reduction": "reduction", "gen_lr": "optim.lr", "gen_betas": "optim.betas",
+    "gen_milestones": "sched.milestones", "gen_step_size": "sched.step_size", "gen_gamma": "sched.gamma",
+}
+OLD_NONFINITE = {"nonfinite": "stop", "max_skips": 10}  # the method's defaults before train.nonfinite applied
 
 
 class Config(MethodConfig):
+    moved: ClassVar[dict[str, str]] = {
+        **MOVED, **{k: f"method.generator.{v}" for k, v in GEN_MOVED.items()},
+        "nonfinite": "train.nonfinite (one policy for the student and the generator)",
+        "max_skips": "train.max_skips (one policy for the student and the generator)",
+    }
+
     name: Literal["datafree"] = Field("datafree", description="data-free distillation (DFSR)")
     inputs: Literal["generator", "noise", "images"] = Field(
         "generator", description="what the student learns on: a generator's images (DFSR), uniform noise (the "
@@ -99,78 +108,41 @@ class Config(MethodConfig):
         "lr", description="pre-upsampling students' M1 noise: LR-size and bicubic-upscaled, or at input size")
     adversarial: bool = Field(True, description="L_GEN = -log(1 + L_KD) in the generator loss")
     reconstruction: bool = Field(True, description="L_R = |R(T(G(z))) - G(z)| in the generator loss")
-    progressive: bool = Field(True, description="grow the student body in len(stages) segments")
-    stages: list[int] = Field(default_factory=list,
-                              description="student iterations per stage; the last runs to the end")
-    # "random" (the paper: the new segment is new) makes the output jump at each growth; "identity" starts each
-    # new block as the identity map (zero residual branch, Dirac kernel for VDSR), so S_k computes S_{k-1}.
-    growth_init: Literal["random", "identity"] = Field(
-        "random", description="how a stage's new blocks start: freshly initialised, or as identity maps")
-    # A fresh Adam's first step moves every weight by about the lr, which is what knocks the grown student's PSNR
-    # down for a while (measured in the demo: 21-25 dB one step after growth, from 31+).
-    stage_optimizer: Literal["restart", "carry"] = Field(
-        "restart", description="at each growth a fresh optimiser and schedule (the reference code), or carry the "
-        "kept weights' Adam moments and one schedule over the run")
     w_r: float = Field(1.0, ge=0.0, description="weight of L_R in the generator loss")
     criterion: Literal["l1", "mse"] = Field("l1", description="the student's L_KD (Eq. 1/5)")
     kd_reduction: Literal["mean", "sum"] = Field(
         "mean", description="reduction of the student's loss; the published code sums")
-    # "mean" is the paper's Eq. 1-2; the reference code uses MSE with "sum". It matters: with a mean, L_KD << 1
-    # and -log(1 + L_KD) ~ -L_KD, so both terms are linear in the samples' contrast and no contrast is stable
-    # (the samples fade to flat or saturate); with a sum, -log(1 + L_KD) ~ -log L_KD does not depend on the
-    # contrast, and the contrast settles where L_R (per pixel) ~ 1 / (w_r * pixels in the batch).
-    gen_criterion: Literal["l1", "mse"] | None = Field(
-        None, description="the generator's L_KD and L_R criterion (None: as the student's)")
-    gen_reduction: Literal["mean", "sum"] = Field("mean", description="reduction of the generator's losses")
-    gen_every: int = Field(50, ge=1, description="k: student steps per generator step")
-    gen_lr: float = Field(1e-5, gt=0.0, description="the generator's Adam learning rate")
-    gen_betas: tuple[float, float] = Field((0.9, 0.999), description="the generator's Adam betas")
-    gen_milestones: Milestones = Field(
-        default_factory=list, description="student iterations at which the generator's lr decays (or gen_step_size)")
-    gen_step_size: int | None = Field(None, ge=1, description="decay the generator's lr every N student iterations")
-    gen_gamma: float = Field(0.1, gt=0.0, description="the generator's lr decay factor")
-    gen_batch_size: int | None = Field(None, ge=2, description="generator batch (default: the student's)")
+    # generator.reduction "mean" is the paper's Eq. 1-2; the reference code uses MSE with "sum". It matters: with a
+    # mean, L_KD << 1 and -log(1 + L_KD) ~ -L_KD, so both terms are linear in the samples' contrast and no contrast
+    # is stable (the samples fade to flat or saturate); with a sum, -log(1 + L_KD) ~ -log L_KD does not depend on
+    # the contrast, and the contrast settles where L_R (per pixel) ~ 1 / (w_r * pixels in the batch).
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig,
+                                       description="the generators: update period, batch, z size, criterion, "
+                                       "optimiser and lr schedule")
     image_size: int = Field(48, ge=8, description="the student's input size (VDSR: after the bicubic upscale)")
-    latent_dim: int = Field(256, ge=1, description="size of the generator's latent vector z")
     scales: list[int] | None = Field(
         None, description="pre-upsampling students only, e.g. [2, 3, 4]: one generator per scale (default [scale])")
-    nonfinite: Literal["stop", "skip"] = Field(
-        "stop", description="a NaN/inf generator loss stops the run or skips that update")
-    max_skips: int = Field(10, ge=0, description="with nonfinite: skip, skipped generator updates allowed before the run stops")
     sample_every: int = Field(
-        0, ge=0, description="write a grid of samples and their teacher SR every N iterations (0: never)")
+        0, ge=0, description="show a grid of samples and their teacher SR every N iterations (0: never)")
 
-    def check_budget(self, iterations: int) -> str | None:
-        # Growth happens at fixed iterations: a run shorter than the stages (a recipe's train.iterations cut to
-        # fit a budget) would end on a shallower student than configured, and ship it without a word.
-        if not self.progressive or sum(self.stages[:-1]) < iterations:
-            return None
-        hint = scaled_stages(self.stages, iterations) if iterations >= len(self.stages) else None
-        return (f"method.stages {self.stages}: the student reaches its full depth at iteration "
-                f"{sum(self.stages[:-1])}, but train.iterations is {iterations}, so the run would end with a "
-                f"shallower student than configured; "
-                + (f"scale the stages with the budget, e.g. --set \"method.stages={hint}\"" if hint else
-                   "give at least one iteration per stage"))
-
-    def stage_lengths(self, iterations: int) -> list[int]:
-        if not self.progressive or self.carry_optimizer():
-            return [iterations]
-        heads = self.stages[:-1]
-        return [*heads, max(0, iterations - sum(heads))]
-
-    def carry_optimizer(self) -> bool:
-        return self.stage_optimizer == "carry"
+    @classmethod
+    def upgrade(cls, section: dict[str, Any]) -> dict[str, Any]:
+        data = super().upgrade(section)
+        gen: dict[str, Any] = {}
+        for old, new in GEN_MOVED.items():
+            if old in data:
+                *parents, leaf = new.split(".")
+                node = gen.setdefault(parents[0], {}) if parents else gen
+                node[leaf] = data.pop(old)
+        if gen:
+            data["generator"] = gen
+        if all(data.get(k) == v for k, v in OLD_NONFINITE.items()) or data.get("nonfinite") == "stop":
+            for k in OLD_NONFINITE:  # the old stop policy skips nothing: the engine's stop is the same run
+                data.pop(k, None)
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> Config:
-        if self.progressive and len(self.stages) < 2:
-            raise PydanticCustomError(
-                "stages", "progressive distillation needs 'stages' with at least 2 stage lengths (P = len(stages))"
-            )
-        if any(s < 1 for s in self.stages):
-            raise PydanticCustomError("stages", "stage lengths must be >= 1 iteration")
-        if self.gen_step_size is not None and self.gen_milestones:
-            raise PydanticCustomError("gen_sched", "give either 'gen_milestones' or 'gen_step_size', not both")
         if self.inputs != "generator" and (self.adversarial or self.reconstruction):
             raise PydanticCustomError(
                 "inputs", "inputs: {i} has no generator: set adversarial: false and reconstruction: false",
@@ -190,13 +162,6 @@ def quantize8(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x.detach() * 255.0) / 255.0
 
 
-def scaled_stages(stages: list[int], iterations: int) -> list[int]:
-    """``stages`` rescaled to a run of ``iterations`` steps, same proportions, each at least 1."""
-    total = sum(stages)
-    heads = [max(1, round(s * iterations / total)) for s in stages[:-1]]
-    return [*heads, max(1, iterations - sum(heads))]
-
-
 def pairwise_l1(x: torch.Tensor) -> torch.Tensor:
     """Mean L1 distance between the distinct samples of a batch: falls towards 0 when the generator collapses."""
     flat = x.detach().float().flatten(1)
@@ -204,16 +169,23 @@ def pairwise_l1(x: torch.Tensor) -> torch.Tensor:
     return torch.cdist(flat, flat, p=1).sum() / (n * (n - 1) * flat.shape[1])
 
 
-def body_split(n_blocks: int, segments: int) -> list[int]:
-    """Body depth of each stage S_0..S_{P-1} when ``n_blocks`` are split into ``segments`` near-equal parts."""
-    sizes = [n_blocks // segments + (1 if i < n_blocks % segments else 0) for i in range(segments)]
-    return [sum(sizes[: i + 1]) for i in range(segments)]
-
-
 def _layout(x: torch.Tensor) -> torch.memory_format:
     """The memory format of a batch (the engine may hand over channels_last ones): stacked inputs keep it."""
     channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def lr_sizes(student: nn.Module, cfg: Config, scale: int) -> dict[int, int]:
+    """LR side per scale of the batches: one per generator, distinct so that a batch's size tells its scale."""
+    pre = upsamples_input(student)
+    scales = list(cfg.scales) if cfg.scales else [scale]
+    if not pre and scales != [scale]:
+        raise ConfigError(f"method.scales {scales}: only pre-upsampling students (VDSR) can mix scales; "
+                          f"this student has a fixed x{scale} upsampler")
+    sizes = {s: cfg.image_size // s if pre else cfg.image_size for s in scales}
+    if len(set(sizes.values())) != len(scales):
+        raise ConfigError(f"method.image_size {cfg.image_size} gives equal LR sizes for scales {scales}")
+    return sizes
 
 
 class Method(MethodBase):
@@ -223,114 +195,35 @@ class Method(MethodBase):
     def __init__(self, student: nn.Module, teacher: nn.Module | None, cfg: MethodConfig, scale: int) -> None:
         if teacher is None:
             raise ConfigError("method 'datafree' needs a teacher (the 'teacher' section)")
+        assert isinstance(cfg, Config)
+        self.lr_size = lr_sizes(student, cfg, scale)
+        channels = int(getattr(unwrap_model(student), "in_channels", 3))
+        # Built before the base class grows the student to its first stage: the order the random initialisations
+        # were drawn in before growth moved there, so that a run's weights stay those it always had.
+        gen = Generators(cfg.generator, self.lr_size if cfg.inputs == "generator" else {}, channels, cfg.image_size)
         super().__init__(student, teacher, cfg, scale)
-        cfg = self.cfg
+        self.gen = gen
+        self.channels = channels
         self.pre_upsampling = upsamples_input(student)
-        self.scales = list(cfg.scales) if cfg.scales else [scale]
-        if not self.pre_upsampling and self.scales != [scale]:
-            raise ConfigError(
-                f"method.scales {self.scales}: only pre-upsampling students (VDSR) can mix scales; "
-                f"this student has a fixed x{scale} upsampler"
-            )
-        self.channels = int(getattr(unwrap_model(student), "in_channels", 3))
-        # LR size per scale; sizes must differ so that a batch's size tells its scale.
-        self.lr_size = {s: cfg.image_size // s if self.pre_upsampling else cfg.image_size for s in self.scales}
-        if len(set(self.lr_size.values())) != len(self.scales):
-            raise ConfigError(f"method.image_size {cfg.image_size} gives equal LR sizes for scales {self.scales}")
+        self.scales = list(self.lr_size)
         self.size_to_scale = {v: s for s, v in self.lr_size.items()}
         # Input-size noise for a pre-upsampling student is fed as is (its scale does not matter).
         self.raw_input_noise = cfg.inputs == "noise" and cfg.noise_size == "input" and self.pre_upsampling
-
         # The method's own random stream (codes, noise, scale choice), saved with the run for exact resumes. It is
         # seeded on first use, from the global stream the engine has seeded per rank by then.
         self._rng: torch.Generator | None = None
         self._last_batch_size = 16
-        self.generators = nn.ModuleDict()
-        self.gen_optimizers: dict[int, torch.optim.Adam] = {}
-        if cfg.inputs == "generator":
-            for s in self.scales:
-                try:
-                    g = build_model("generator", image_size=self.lr_size[s], channels=self.channels,
-                                    latent_dim=cfg.latent_dim)
-                except SrkdError as exc:
-                    raise ConfigError(f"method.image_size {cfg.image_size} at x{s}: {exc}") from None
-                self.generators[str(s)] = g
-                self.gen_optimizers[s] = torch.optim.Adam(g.parameters(), lr=cfg.gen_lr, betas=cfg.gen_betas)
         # inputs: images: real patches at each scale's LR size, read now so that a wrong path fails before training
         self.patches = (ScalePatches(cfg.images, self.lr_size, model_colour(student),
                                      run_seed()) if cfg.inputs == "images" else None)
         self.image_batches = 0  # batches of real patches drawn so far (saved: a resumed run draws the next one)
         self.code = cfg.fidelity == "code"
-        self.skipped = 0
-        self.run_dir: Path | None = None  # set by the engine; sample grids go to run_dir/samples
         self._autocast: tuple[str, torch.dtype] | None = None
 
-        # Progressive distillation: S_0 = head + B_0 + tail, then B_1... appended (body split in P segments).
-        self.stage = 0
-        self.stage_ends: list[int] = []
-        if cfg.progressive:
-            self._init_progressive(len(cfg.stages))
-
-    # -- progressive distillation ------------------------------------------------------------------------
-    def _init_progressive(self, segments: int) -> None:
-        full = self.raw_student
-        spec = find_spec(full)
-        if spec is None or not hasattr(full, "body"):
-            raise ConfigError("method.progressive needs a registry-built student with a 'body' (see srkd.models)")
-        params = inspect.signature(get_class(spec.arch).__init__).parameters
-        key = next((k for k in DEPTH_KWARGS if k in params), None)
-        if key is None:
-            raise ConfigError(f"method.progressive: student '{spec.arch}' has no depth argument ({', '.join(DEPTH_KWARGS)})")
-        n_body = len(model_body(full))
-        if n_body < segments:
-            raise ConfigError(f"method.stages: {segments} stages but the student body has only {n_body} blocks")
-        if self.cfg.growth_init == "identity" and not hasattr(model_body(full)[0], "identity_"):
-            raise ConfigError(f"method.growth_init 'identity': the blocks of '{spec.arch}' have no identity_()")
-        depth = spec.kwargs.get(key, params[key].default)
-        self._depth = (spec.arch, dict(spec.kwargs), key, depth - n_body)  # offset: layers outside the body
-        self.stage_blocks = body_split(n_body, segments)
-        self.stage_ends = [sum(self.cfg.stages[: i + 1]) for i in range(segments - 1)]
-        self.student = self._build_stage(0, previous=None, like=full)
-
-    def _build_stage(self, stage: int, previous: nn.Module | None, like: nn.Module) -> nn.Module:
-        arch, kwargs, key, offset = self._depth
-        kwargs[key] = self.stage_blocks[stage] + offset
-        model = build_model(arch, **kwargs)
-        if hasattr(like, "scale"):
-            model.scale = like.scale
-        if previous is not None:
-            n_prev, n_now = len(model_body(previous)), len(model_body(model))
-            result = model.load_state_dict(previous.state_dict(), strict=False)
-            new = {k for k in result.missing_keys if not any(k.startswith(f"body.{j}.") for j in range(n_prev, n_now))}
-            if result.unexpected_keys or new:
-                raise TrainingError(f"progressive growth: unexpected {result.unexpected_keys}, missing {sorted(new)}")
-            if self.cfg.growth_init == "identity":
-                for block in list(model_body(model))[n_prev:]:
-                    block.identity_()  # type: ignore[operator]  # checked in _init_progressive
-        ref = next(like.parameters())
-        model = model.to(ref.device)
-        if ref.dim() == 4 and ref.is_contiguous(memory_format=torch.channels_last) and not ref.is_contiguous():
-            model = to_channels_last(model)
-        model.train(self.training)
-        return model
-
-    def stage_at(self, step: int) -> int:
-        """Stage that iteration ``step`` (completed iterations so far) belongs to: a pure function of the step."""
-        return sum(step >= end for end in self.stage_ends)
-
-    def begin_stage(self, step: int) -> bool:
-        """Grow the student to the stage of ``step``; True when it was rebuilt (the engine then remakes its
-        optimiser, scheduler, EMA and DDP wrapper). Called at the start and on resume before weights load."""
-        target = self.stage_at(step) if self.cfg.progressive else 0
-        if target == self.stage:
-            return False
-        if target < self.stage:
-            raise TrainingError(f"progressive distillation cannot go back from stage {self.stage} to {target}")
-        while self.stage < target:
-            old = self.raw_student
-            self.stage += 1
-            self.student = self._build_stage(self.stage, previous=old, like=old)
-        return True
+    @property
+    def generators(self) -> nn.ModuleDict:
+        """The generator of each scale (``"2"``...), empty without ``inputs: generator``."""
+        return self.gen.nets
 
     # -- batches -----------------------------------------------------------------------------------------
     @property
@@ -353,8 +246,7 @@ class Method(MethodBase):
         size = self.cfg.image_size if self.raw_input_noise else self.lr_size[scale]
         if self.cfg.inputs == "noise":
             return torch.rand(n, self.channels, size, size, generator=rng).to(self._device())
-        z = torch.randn(n, self.cfg.latent_dim, generator=rng).to(self._device())
-        return self.generators[str(scale)](z)
+        return self.gen.sample(scale, n, rng, self._device())
 
     @torch.no_grad()
     def next_batch(self, batch_size: int) -> Batch:
@@ -399,7 +291,8 @@ class Method(MethodBase):
         return d.sum() if reduction == "sum" else d.mean()
 
     def gen_distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.distance(a, b, self.cfg.gen_criterion or self.cfg.criterion, self.cfg.gen_reduction)
+        g = self.cfg.generator
+        return self.distance(a, b, g.criterion or self.cfg.criterion, g.reduction)
 
     def reconstruction_loss(self, lr: torch.Tensor, teacher_sr: torch.Tensor, scale: int) -> torch.Tensor:
         """``L_R``: the teacher's output brought back to LR size (MATLAB bicubic, clamped) should be the input.
@@ -475,43 +368,17 @@ class Method(MethodBase):
         return out
 
     def after_optimizer_step(self, step: int) -> dict[str, float]:
-        """After student iteration ``step`` (0-based): every ``gen_every``-th one, one generator update."""
-        cfg = self.cfg
+        """After student iteration ``step`` (0-based): every ``generator.every``-th one, one generator update."""
         done = step + 1
-        logs: dict[str, float] = {}
-        if self.generators and (cfg.adversarial or cfg.reconstruction) and done % cfg.gen_every == 0:
-            logs = self.generator_step(done)
-        if cfg.sample_every and self.patches is None and self.run_dir is not None and done % cfg.sample_every == 0:
-            self.write_samples(Path(self.run_dir) / "samples" / f"iter_{done:08d}.png")
-        return logs
+        if (self.cfg.adversarial or self.cfg.reconstruction) and self.gen.due(done):
+            return self.generator_step(done)
+        return {}
 
     def generator_step(self, done: int) -> dict[str, float]:
-        """One Adam step of one generator (a random scale's) on ``L_G``; ``done`` = student iterations so far."""
-        cfg = self.cfg
+        """One step of one generator (a random scale's) on ``L_G``; ``done`` = student iterations so far."""
         scale = self._pick_scale()
-        gen = self.generators[str(scale)]
-        opt = self.gen_optimizers[scale]
-        for group in opt.param_groups:  # the generator's step decay, a pure function of the iteration
-            group["lr"] = cfg.gen_lr * step_decay(done, cfg.gen_milestones, cfg.gen_step_size, cfg.gen_gamma)
-        losses = self.generator_losses(scale, cfg.gen_batch_size or self._last_batch_size)
-        logs = {k: float(v.detach()) for k, v in losses.items()}
-        if not math.isfinite(logs["L_G"]):
-            self.skipped += 1
-            what = f"non-finite generator loss at iteration {done} (L_GEN={logs['L_GEN']:.4g}, L_R={logs['L_R']:.4g})"
-            if cfg.nonfinite == "stop" or self.skipped > cfg.max_skips:
-                raise TrainingError(f"datafree: {what}; lower method.gen_lr or method.w_r")
-            warnings.warn(f"datafree: {what}: generator update skipped ({self.skipped} so far)", stacklevel=2)
-            return {"gen_skipped": float(self.skipped)}
-        params = [p for p in gen.parameters() if p.requires_grad]
-        if losses["L_G"].requires_grad:
-            grads = torch.autograd.grad(losses["L_G"], params)  # generator only: student/teacher .grad untouched
-        else:  # fidelity code without L_R: the published code steps Adam on all-zero gradients
-            grads = tuple(torch.zeros_like(p) for p in params)
-        for p, g in zip(params, grads):
-            p.grad = g
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return logs
+        losses = self.generator_losses(scale, self.cfg.generator.batch_size or self._last_batch_size)
+        return self.gen.step(scale, done, losses, self.nonfinite)
 
     # -- samples (paper Fig. 3) --------------------------------------------------------------------------
     @torch.no_grad()
@@ -537,45 +404,31 @@ class Method(MethodBase):
         width = max(r.shape[-1] for r in rows)
         return torch.cat([F.pad(r, (0, width - r.shape[-1]), value=1.0) for r in rows], dim=-2)
 
-    def write_samples(self, path: Path) -> None:
+    def samples(self, done: int) -> dict[str, torch.Tensor]:
+        """Every ``sample_every`` iterations the grid of :meth:`sample_grid`, which the engine writes to
+        ``run_dir/samples/iter_XXXXXXXX.png`` (real patches, ``inputs: images``, have none)."""
+        every = self.cfg.sample_every
+        if not every or self.patches is not None or done % every:
+            return {}
         was = self.training
         self.eval()
-        write_image(path, self.sample_grid().cpu())
+        grid = self.sample_grid().cpu()
         self.train(was)
+        return {"samples": grid}
 
     # -- resume ------------------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
-        state = {
-            "stage": self.stage,
-            "rng": self.rng.get_state(),
-            "skipped": self.skipped,
-            "generators": {k: g.state_dict() for k, g in self.generators.items()},
-            "gen_optimizers": {str(s): o.state_dict() for s, o in self.gen_optimizers.items()},
-        }
+        """The growth stage, the random stream and the generators' state, under the keys checkpoints have always
+        used (``stage``, ``rng``, ``skipped``, ``generators``, ``gen_optimizers``, ``image_batches``)."""
+        state = {**super().extra_state(), "rng": self.rng.get_state(), **self.gen.state()}
         if self.patches is not None:  # only then: checkpoints of the other inputs stay as they were
             state["image_batches"] = self.image_batches
         return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore generators, their optimisers and the random stream; grows the student to the saved stage
-        (fresh weights: the engine loads the student's own weights after this)."""
-        if state.get("stage", 0) > self.stage:
-            old = self.raw_student
-            while self.stage < state["stage"]:
-                self.stage += 1
-                old = self._build_stage(self.stage, previous=None, like=old)
-            self.student = old
+        """Restore the stage (the student is rebuilt, fresh: the engine loads its weights next), the generators
+        and their optimisers, and the random stream."""
+        super().load_extra_state(state)
         self.rng.set_state(state["rng"])
-        self.skipped = int(state.get("skipped", 0))
         self.image_batches = int(state.get("image_batches", 0))
-        gens = state.get("generators", {})
-        if set(gens) != set(self.generators):
-            raise TrainingError(f"datafree resume: checkpoint has generators {sorted(gens)}, config {sorted(self.generators)}")
-        for k, sd in gens.items():
-            self.generators[k].load_state_dict(sd)
-        for k, sd in state.get("gen_optimizers", {}).items():
-            opt = self.gen_optimizers[int(k)]
-            betas = [group["betas"] for group in opt.param_groups]
-            opt.load_state_dict(sd)
-            for group, mine in zip(opt.param_groups, betas):  # the config's, as the engine keeps the student's
-                group["betas"] = mine  # (its lr is set from the config at every generator step)
+        self.gen.load_state(state)

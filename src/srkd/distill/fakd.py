@@ -30,7 +30,7 @@ their differences in bf16.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -47,6 +47,7 @@ _EPS = 1e-7
 
 
 class Config(MethodConfig):
+    no_growth: ClassVar[str] = "FAKD taps fixed blocks of the student's body, which growth rebuilds; remove it"
     name: Literal["fakd"] = Field("fakd", description="feature-affinity KD (Wang et al. 2020)")
     alpha: float = Field(0.5, ge=0, le=1, description="share of the teacher term against the HR term")
     feature_weight: float = Field(10.0, ge=0, description="weight of the feature-affinity term")

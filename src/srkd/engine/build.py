@@ -142,7 +142,7 @@ def make_method(cfg: TrainConfig, env: dist.DistEnv, student: nn.Module, teacher
     if cfg.data.colour is not None and cfg.data.colour != colour:
         raise ConfigError(f"data.colour is {cfg.data.colour!r} but the student works on {colour!r} images")
     method: Method = get_method(cfg.method.name).Method(student, teacher, cfg.method, cfg.scale)
-    method.run_dir = cfg.run_dir if env.is_main else None
+    method.nonfinite = cfg.train.nonfinite_policy  # the student's rule for the method's own updates too
     method.to(env.device)
     if cfg.train.channels_last:
         to_channels_last(method)

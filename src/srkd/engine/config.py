@@ -14,10 +14,11 @@ from pydantic import AfterValidator, Field, SerializeAsAny, ValidationError, fie
 from pydantic_core import PydanticCustomError
 
 from srkd.checkpoint.io import check_model_kwargs
-from srkd.config_base import Milestones, StrictModel, format_validation_error
+from srkd.config_base import StrictModel, format_validation_error
 from srkd.distill import METHODS, get_method
 from srkd.distill.base import MethodConfig
 from srkd.errors import CheckpointError, ConfigError
+from srkd.optim_base import NonfinitePolicy, OptimConfig, SchedConfig
 
 
 def _model_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -31,12 +32,6 @@ def _model_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 ModelKwargs = Annotated[dict[str, Any], AfterValidator(_model_kwargs)]
-
-
-def _betas(betas: tuple[float, float]) -> tuple[float, float]:
-    if not all(0 <= b < 1 for b in betas):
-        raise ValueError("Adam's betas must each be in [0, 1)")
-    return betas
 
 
 # A training batch's HR patches, in values (batch_size * (lr_patch * scale)^2 * 3): 2^28 is 1 GiB of float32,
@@ -91,35 +86,6 @@ class DataConfig(StrictModel):
     augment: bool = Field(True, description="random flips and 90-degree rotations of the training patches")
 
 
-class OptimConfig(StrictModel):
-    name: Literal["adam", "sgd"] = Field("adam", description="the student's optimiser: adam or sgd")
-    lr: float = Field(1e-4, gt=0, allow_inf_nan=False, description="initial learning rate")
-    betas: Annotated[tuple[float, float], AfterValidator(_betas)] = Field(
-        (0.9, 0.99), description="Adam's moment decays (beta1, beta2), each in [0, 1)")
-    eps: float = Field(1e-8, gt=0, allow_inf_nan=False, description="Adam's denominator epsilon")
-    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False, description="L2 weight decay")
-    momentum: float = Field(0.9, ge=0, allow_inf_nan=False, description="SGD momentum (sgd only)")
-
-
-class SchedConfig(StrictModel):
-    """Per-iteration step decay: MultiStepLR at ``milestones``, or StepLR every ``step_size`` iterations."""
-
-    milestones: Milestones = Field([], description="iterations at which the learning rate is multiplied by "
-                                   "gamma (MultiStepLR), strictly increasing")
-    gamma: float = Field(0.1, gt=0, allow_inf_nan=False, description="factor applied to the learning rate at "
-                         "each decay")
-    step_size: int | None = Field(None, ge=1, description="decay every step_size iterations (StepLR) instead of "
-                                  "at milestones")
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> SchedConfig:
-        if self.step_size is not None and self.milestones:
-            raise PydanticCustomError(
-                "sched", "give either 'milestones' (MultiStepLR) or 'step_size' (StepLR)"
-            )
-        return self
-
-
 class TrainLoopConfig(StrictModel):
     iterations: int = Field(ge=1, le=10**12, description="student optimiser steps of the whole run")
     grad_clip: float | None = Field(None, gt=0, allow_inf_nan=False, description="clip the gradients' global "
@@ -140,6 +106,11 @@ class TrainLoopConfig(StrictModel):
     max_skips: int = Field(100, ge=0, description="with nonfinite=skip: stop after this many skipped iterations")
     tensorboard: bool = Field(True, description="write TensorBoard events (when the tensorboard package is "
                               "installed)")
+
+    @property
+    def nonfinite_policy(self) -> NonfinitePolicy:
+        """The run's one rule for NaN/inf losses, which a method's own optimiser (the generator) obeys too."""
+        return NonfinitePolicy(self.nonfinite, self.max_skips)
 
 
 class TrainConfig(StrictModel):
@@ -214,9 +185,23 @@ def resolved_config(saved: Any) -> Any:
     run of "another config". A file this version cannot validate (a removed or renamed key) is returned as is.
     """
     try:
-        return TrainConfig.model_validate(saved).model_dump(mode="json")
+        return TrainConfig.model_validate(upgraded(saved)).model_dump(mode="json")
     except (ValidationError, ConfigError):
         return saved
+
+
+def upgraded(saved: Any) -> Any:
+    """A saved config with the ``method`` keys of earlier layouts moved to where they live now (the data-free
+    generator's and the progressive growth's flat keys): the same run, spelled today. A user's config gets
+    one error line naming the new spelling instead (:class:`~srkd.distill.base.MethodConfig`)."""
+    method = saved.get("method") if isinstance(saved, dict) else None
+    if not isinstance(method, dict) or not isinstance(method.get("name"), str):
+        return saved
+    try:
+        module = get_method(method["name"])
+    except ConfigError:
+        return saved
+    return {**saved, "method": module.Config.upgrade(method)}
 
 
 __all__ = [
@@ -229,4 +214,5 @@ __all__ = [
     "TrainLoopConfig",
     "resolve_method_config",
     "resolved_config",
+    "upgraded",
 ]

@@ -3,7 +3,8 @@
 ``run_dir/log.jsonl`` holds one JSON object per line: ``{"type": "start", ...}`` when a run (or resume)
 begins, ``{"type": "train", "step", "lr", "loss", <terms>, "it_s", "skipped", "grad_norm", "grad_norm_max", "time"}``
 every ``log_every`` iterations (the student's gradient norm before clipping, mean and max of the window) and ``{"type": "val", "step", "set", "psnr_y", "ssim_y", "n"}`` after each validation (with EMA on, of the averaged
-weights, and ``raw_psnr_y``/``raw_ssim_y`` of the trained ones beside them). On resume the
+weights, and ``raw_psnr_y``/``raw_ssim_y`` of the trained ones beside them). A method's images (the data-free
+sample grid) go to ``run_dir/<name>/iter_XXXXXXXX.png`` and TensorBoard. On resume the
 records past the resumed iteration (written by the killed run after its last checkpoint) are dropped, so the
 log reads as if the run had never stopped. Only rank 0 logs.
 """
@@ -26,6 +27,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from srkd.data.images import write_image
 from srkd.errors import DataError, TrainingError
 from srkd.io import atomic_write_bytes
 
@@ -161,6 +163,15 @@ class RunLogger:
                 if "raw_psnr_y" in rec:
                     self._tb.add_scalar(f"val/{name}/raw_psnr_y", rec["raw_psnr_y"], step)
         self.info(f"val @ {step}: " + ", ".join(parts))
+
+    def samples(self, step: int, images: dict[str, torch.Tensor]) -> None:
+        """A method's images after iteration ``step`` (name -> (C, H, W) float in [0, 1]): each to
+        ``run_dir/<name>/iter_XXXXXXXX.png``, where reports find them, and to TensorBoard as ``samples/<name>``."""
+        if not self.enabled:
+            return
+        for name, img in images.items():
+            write_image(self.path.parent / name / f"iter_{step:08d}.png", img.detach().cpu())
+            self.image(step, f"samples/{name}", img)
 
     def image(self, step: int, tag: str, img: torch.Tensor) -> None:
         """A (C, H, W) float image in [0, 1] to TensorBoard (e.g. SR | HR of a training patch)."""

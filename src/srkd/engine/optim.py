@@ -11,14 +11,15 @@ The learning rate is :meth:`Schedule.lr_at` of the iteration, like nanoGPT's ``g
 stage of a progressive method unless it carries its optimiser (``MethodConfig.stage_lengths``). The values are
 the ones torch's schedulers compute (``lr * gamma`` once per decay, in the same order), so a run is bit-identical
 to one driven by ``MultiStepLR``/``StepLR``, and a resumed run needs no scheduler state: the iteration is enough.
+``Schedule``, ``set_lr`` and the optimiser's construction live in :mod:`srkd.optim_base` (re-exported here),
+because a method's own optimiser (the data-free generator's) uses them too and ``distill`` sits below the engine.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,55 +30,10 @@ from srkd.distill.base import Method
 from srkd.engine.config import TrainConfig
 from srkd.engine.ema import EMA
 from srkd.errors import ConfigError
+from srkd.optim_base import Schedule, build_optimizer, set_lr
 
 
-# -- the learning rate -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Schedule:
-    """Step decay of ``lr`` as a function of the iteration (0-based): :meth:`lr_at` is the rate it uses."""
-
-    lr: float
-    milestones: tuple[int, ...] = ()
-    step_size: int | None = None
-    gamma: float = 0.1
-    stage_starts: tuple[int, ...] = (0,)  # where the schedule restarts (progressive stages); always starts with 0
-    _decayed: list[float] = field(default_factory=list, compare=False, repr=False)  # lr after k decays
-
-    @classmethod
-    def from_config(cls, cfg: TrainConfig) -> Schedule:
-        lengths = cfg.method.stage_lengths(cfg.train.iterations)
-        starts = [sum(lengths[:i]) for i in range(len(lengths))] or [0]
-        s = cfg.sched
-        return cls(cfg.optim.lr, tuple(s.milestones), s.step_size, s.gamma, tuple(starts))
-
-    def stage_start(self, step: int) -> int:
-        return self.stage_starts[bisect.bisect_right(self.stage_starts, step) - 1]
-
-    def decays(self, step: int) -> int:
-        """How many decays iteration ``step`` is past, counted within its stage."""
-        local = step - self.stage_start(step)
-        if self.step_size is not None:
-            return local // self.step_size
-        return bisect.bisect_right(self.milestones, local)
-
-    def lr_at(self, step: int) -> float:
-        k, values = self.decays(step), self._decayed
-        if not values:
-            values.append(self.lr)
-        while len(values) <= k:  # torch's chained form: group["lr"] * gamma at each decay (not lr * gamma ** k)
-            values.append(values[-1] * self.gamma)
-        return values[k]
-
-    def as_record(self) -> dict[str, Any]:
-        """What a training checkpoint records of the schedule (compared with the config on resume)."""
-        return {"lr": self.lr, "milestones": list(self.milestones), "step_size": self.step_size, "gamma": self.gamma}
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
+# -- the learning rate (Schedule, set_lr: srkd.optim_base) -----------------------------------------------
 def saved_schedule(saved: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's schedule record; one written before ``schedule`` existed (format 1) holds the state of a
     torch ``MultiStepLR``/``StepLR``, read into the same form."""
@@ -112,13 +68,7 @@ def build_optim(cfg: TrainConfig, method: Method) -> Optim:
     params = list(method.trainable_parameters())
     if not params:
         raise no_parameters(cfg)
-    o = cfg.optim
-    if o.name == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(
-            params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
-        )
-    else:
-        opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    opt = build_optimizer(params, cfg.optim)
     ema = EMA(method.raw_student, cfg.train.ema) if cfg.train.ema else None
     names = {id(p): n for n, p in method.raw_student.named_parameters()}
     return Optim(params, opt, ema, [names.get(id(p), "") for p in params])

@@ -26,10 +26,12 @@ The student the method trains through is ``method.student``: the plain module on
 ``train.compile``). Checkpoints, EMA, validation and export use the plain module, ``method.raw_student``. What
 is validated and exported is ``method.extract_student(ema or None)`` (the EMA copy or the plain student, unless
 the method ships another network: CSD trains a slimmable one and ships its slim part). Training checkpoints hold
-the whole trained network. Before training the engine sets ``method.run_dir`` (rank 0; None elsewhere).
+the whole trained network. Images a method shows (``method.samples(done)``: the data-free sample grid) are
+written by rank 0's run logger; a NaN/inf loss of the method's own updates follows ``train.nonfinite`` too (the
+engine hands the method that policy, :class:`~srkd.optim_base.NonfinitePolicy`).
 
-A method whose student grows during training (progressive distillation) overrides ``Method.begin_stage(step)``;
-returning True means ``method.student`` is a new module, so the engine moves it to the device, wraps it again
+A method whose student grows during training (``method.progressive``, :mod:`srkd.distill.progressive`, which
+the base ``Method.begin_stage(step)`` drives for every method) returns True from ``begin_stage``; that means ``method.student`` is a new module, so the engine moves it to the device, wraps it again
 (DDP broadcasts rank 0's weights) and rebuilds the optimiser and EMA from the new parameters; when
 ``cfg.method.carry_optimizer()``, the weights that stay keep their optimiser state and the schedule runs over the
 whole run, else it restarts with each stage (``cfg.method.stage_lengths``). On resume the method's
@@ -374,7 +376,7 @@ def check_step(run: Run, step: int, result: StepResult) -> bool:
     if not (loss_bad or grad_bad):
         return True
     what = f"non-finite {'loss' if loss_bad else 'gradient'}"
-    if tc.nonfinite == "stop" or run.skipped >= tc.max_skips:
+    if not tc.nonfinite_policy.skips(run.skipped):
         raise nonfinite_error(what, step + 1, result.logs, run.skipped, run.cfg)
     run.skipped += 1
     run.log.info(f"iteration {step + 1}: {what} ({_fmt(result.logs)}), step skipped ({run.skipped} so far)")
@@ -382,12 +384,15 @@ def check_step(run: Run, step: int, result: StepResult) -> bool:
 
 
 def after_step(run: Run, step: int, result: StepResult) -> None:
-    """After an applied update: the EMA, the method's own update (a data-free generator), the window's terms."""
+    """After an applied update: the EMA, the method's own update (a data-free generator), the images it shows
+    (rank 0 writes them), the window's terms."""
     if not result.applied:
         return
     if run.opt.ema is not None:
         run.opt.ema.update(run.method.raw_student)
     logs: dict[str, torch.Tensor | float] = {**result.logs, **run.method.after_optimizer_step(step)}
+    if run.env.is_main:
+        run.log.samples(step + 1, run.method.samples(step + 1))
     run.window.add(run.global_loss, logs, float(result.grad_norm))  # norm before clipping, the same on all ranks
 
 
