@@ -173,6 +173,9 @@ class BasicSRStep:
         imresize: Callable[..., Any],
         pix_weight: float,
         augment_p: float = 0.3,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        eps: float = 1e-8,
     ) -> None:
         if method_name not in ("kd", "dukd"):
             raise SrkdError(f"no BasicSR-style baseline for method '{method_name}'")
@@ -181,7 +184,7 @@ class BasicSRStep:
         self.net_t = teacher.to(device).train()  # never frozen, never eval(): as in the public code
         self.scale, self.device, self.imresize = scale, device, imresize
         self.pix_weight, self.augment_p = pix_weight, augment_p
-        self.optimizer = torch.optim.Adam(self.net_g.parameters(), lr=1e-4, betas=(0.9, 0.99))
+        self.optimizer = torch.optim.Adam(self.net_g.parameters(), lr=lr, betas=betas, eps=eps)
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         assert batch.hr is not None
