@@ -19,11 +19,17 @@ BENCHMARKS: dict[str, tuple[str, str, str, str]] = {
     "eval": ("srkd.bench.evaluation", "run", "describe", "Set5+Set14+B100 x4 evaluation, EDSR-64"),
     "upscale": ("srkd.bench.upscale", "run", "describe", "3840x2160 x4 tiled: peak RSS and seams"),
     "sampler": ("srkd.bench.sampler", "run", "describe", "training sampler vs student step"),
+    "datafree-step": ("srkd.bench.datafree", "run", "describe",
+                      "data-free round (student steps + generator step) vs the published DFSR code's way"),
+    "profile": ("srkd.bench.profile", "run", "describe", "where each step kind's time goes, by category (CPU)"),
+    "time-to-psnr": ("srkd.bench.ttp", "run", "describe",
+                     "student PSNR against training minutes, srkd vs BasicSR-style loop (slow; PNG plot)"),
     "kd-accuracy": ("srkd.bench.kd_step", "run_accuracy", "describe_accuracy",
                     "student PSNR after a short run, bf16 vs fp32 (slow)"),
 }
-# `srkd bench all`: everything but the slow accuracy run.
-ALL = ("kd-step", "imresize", "eval", "upscale", "sampler")
+# `srkd bench all`: every speed ratio; not the profile (a table, no ratio) nor the slow accuracy and
+# time-to-PSNR runs.
+ALL = ("kd-step", "datafree-step", "imresize", "eval", "upscale", "sampler")
 
 
 def get(name: str) -> tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any]], list[str]]]:

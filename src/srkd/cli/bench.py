@@ -43,9 +43,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                         help="eval/upscale inference precision (default fp32, as `srkd eval`/`srkd upscale`)")
     parser.add_argument("--model", metavar="CHECKPOINT", help="upscale: use this checkpoint instead of random EDSR")
-    parser.add_argument("--methods", default=None, help="kd-step: comma-separated subset of dukd,kd")
-    parser.add_argument("--steps", type=int, default=None, help="kd-accuracy: training iterations (default 200)")
-    parser.add_argument("--teacher", default=None, help="kd-accuracy: 'bicubic' (default) or a teacher checkpoint")
+    parser.add_argument("--methods", default=None, help="kd-step, time-to-psnr: comma-separated subset of dukd,kd")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="kd-accuracy: training iterations (default 200); profile: profiled steps per kind "
+                        "(default 3)")
+    parser.add_argument("--teacher", default=None,
+                        help="kd-accuracy: 'bicubic' (default) or a teacher checkpoint; datafree-step, profile: "
+                        "the VDSR teacher (default: random VDSR 64x20); time-to-psnr: the EDSR teacher (default: "
+                        "the recipe's file if present, else random)")
+    parser.add_argument("--kinds", default=None,
+                        help="profile: comma-separated step kinds (default all: dukd,kd,fakd,datafree-student,"
+                        "datafree-generator)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="time-to-psnr: training minutes per method and loop (default 10)")
+    parser.add_argument("--eval-every", type=float, default=None, metavar="SECONDS",
+                        help="time-to-psnr: evaluate every SECONDS of training (default 60)")
+    parser.add_argument("--loops", default=None, help="time-to-psnr: comma-separated subset of srkd,basicsr")
+    parser.add_argument("--eval-set", default=None, help="time-to-psnr: evaluation set (default Set5)")
+    parser.add_argument("--plot", default=None, metavar="PNG",
+                        help="time-to-psnr: where the plot goes (default: beside --json OUT, else "
+                        "./time-to-psnr.png)")
     parser.add_argument("--seeds", default=None, help="kd-accuracy: comma-separated seeds (default 0)")
     parser.add_argument("--compile", action="store_true", help="kd-step: torch.compile student and teacher")
     parser.add_argument("--cuda-graphs", action="store_true", help="kd-step (cuda): torch.compile reduce-overhead")
@@ -80,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     extra = {
         "precision": args.precision, "model": args.model, "methods": methods, "steps": args.steps, "seeds": seeds,
         "teacher": args.teacher, "compile": args.compile, "cuda_graphs": args.cuda_graphs,
-        "peak_tflops": args.peak_tflops,
+        "peak_tflops": args.peak_tflops, "kinds": _list(args.kinds), "minutes": args.minutes,
+        "eval_every": args.eval_every, "loops": _list(args.loops), "eval_set": args.eval_set,
+        "plot": args.plot or _default_plot(args.json),
     }
     opts = BenchOptions(device=args.device, repeats=args.repeats, quick=args.quick, data_root=args.data_root,
                         extra=extra)
@@ -116,6 +135,18 @@ def run(args: argparse.Namespace) -> int:
     if stdout_json:
         emit_json(args, _clean(report))
     return 0
+
+
+def _list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _default_plot(json_out: str | None) -> str:
+    """The time-to-psnr plot beside the JSON (``bench.json`` -> ``bench-time-to-psnr.png``)."""
+    if json_out and json_out != "-":
+        out = Path(json_out)
+        return str(out.with_name(f"{out.stem}-time-to-psnr.png"))
+    return "time-to-psnr.png"
 
 
 def previous_results(path: Path, machine: dict[str, Any]) -> dict[str, Any]:
