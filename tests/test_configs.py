@@ -185,13 +185,17 @@ def test_keys_of_the_previous_layout_name_their_new_spelling() -> None:
                      ("method.growth_init=identity", "method.growth_init moved: use method.progressive.init"),
                      ("method.stage_optimizer=carry", "use method.progressive.optimizer"),
                      ("method.stages=[5, 15]", "method.stages moved: use method.progressive.stages"),
-                     ("method.max_skips=3", "use train.max_skips"),
-                     ("method.progressive=true", "method.progressive: true moved")):
+                     ("method.max_skips=3", "use train.max_skips")):
         with pytest.raises(ConfigError, match=re.escape(new)) as err:
             _cfg("datafree-vdsr-quick", (old,))
         assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match=re.escape("method.growth_init moved: use method.progressive.init")):
         _cfg("edsr-x4-kd-quick", ("method.growth_init=identity",))
+    # the ablation switch of the reproduce tables: `true` keeps a recipe's growth, and asks for stages elsewhere
+    grow = _cfg("datafree-vdsr-quick", ("method.progressive=true",)).method.progressive
+    assert grow is not None and grow.stages == [150, 850]
+    with pytest.raises(ConfigError, match=re.escape("method.progressive: true needs the growth's stages")):
+        _cfg("edsr-x4-kd-quick", ("method.progressive=true",))
 
 
 def test_progressive_growth_is_every_output_level_methods_but_fakd_and_csd_refuse_it() -> None:

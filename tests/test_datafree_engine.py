@@ -44,7 +44,7 @@ def test_datafree_run_grows_the_student_and_logs_generator_terms(tmp_path: Path)
     recs = [r for r in read_log(run / "log.jsonl") if r["type"] == "train"]
     assert [r["step"] for r in recs] == list(range(1, 9))
     gen_steps = [r for r in recs if "L_G" in r]
-    assert [r["step"] for r in gen_steps] == [2, 4, 6, 8]  # one generator update every gen_every iterations
+    assert [r["step"] for r in gen_steps] == [2, 4, 6, 8]  # one generator update every generator.every iterations
     assert all(r["diversity"] > 0 for r in gen_steps)
 
 

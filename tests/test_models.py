@@ -205,7 +205,7 @@ def test_fewer_blocks_load_a_bigger_models_weights(arch, big, small, dropped) ->
     [("vdsr", dict(n_feats=8, n_layers=4)), *TINY.items(), ("swinir", dict(**TINY["swinir"], resi_connection="3conv"))],
 )
 def test_identity_init_makes_every_body_block_pass_its_input(arch, kwargs) -> None:
-    """Function-preserving growth (datafree ``growth_init: identity``) relies on ``identity_()``."""
+    """Function-preserving growth (``method.progressive.init: identity``) relies on ``identity_()``."""
     torch.manual_seed(0)
     model = build_model(arch, scale=2, **kwargs)
     x = model.head(torch.rand(2, model.in_channels, 8, 8))  # a body block's input (post-ReLU for VDSR)

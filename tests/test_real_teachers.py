@@ -144,6 +144,6 @@ def test_progressive_growth_refuses_a_body_it_cannot_grow_in_one_line(tmp_path, 
     code = main(["train", "configs/datafree-edsr-quick.yaml", "--out", str(tmp_path / "run"),
                  "--set", f"teacher.checkpoint={ckpt}", "--set", "teacher.arch=carn_m",
                  "--set", "student.arch=bsrn", "--set", f"student.kwargs={json.dumps(TINY['bsrn'])}",
-                 "--set", "train.iterations=4", "--set", "method.stages=[2, 2]", "--set", "data.val=[]"])
+                 "--set", "train.iterations=4", "--set", "method.progressive.stages=[2, 2]", "--set", "data.val=[]"])
     errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning:")]
     assert code == 2 and len(errors) == 1 and "method.progressive" in errors[0], errors

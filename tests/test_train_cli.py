@@ -69,7 +69,7 @@ def test_unknown_config_key(tmp_path: Path, capsys) -> None:
     code, err = run_cli(
         capsys, str(write(tmp_path, cfg_dict(tmp_path, "scratch"))), "--set", "method.pix_weight=2"
     )
-    assert code == 2 and "method 'scratch': unknown key 'pix_weight' (allowed: name)" in one_error_line(err)
+    assert code == 2 and "method 'scratch': unknown key 'pix_weight' (allowed: name, progressive)" in one_error_line(err)
 
 
 def test_teacher_student_scale_mismatch(tmp_path: Path, capsys) -> None:

@@ -178,7 +178,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` strings (values parsed as YAML scalars/lists) to a nested dict, in order."""
+    """Apply ``key.sub=value`` strings (values parsed as YAML scalars/lists) to a nested dict, in order.
+
+    ``section=false`` turns an optional section off; ``section=true`` on a section the file configures keeps it
+    as configured (the ablation switch ``--set method.progressive=true`` means "grow, as the recipe says")."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {clip(repr(item))}: expected KEY=VALUE, e.g. --set train.lr=2e-4")
@@ -200,6 +203,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {clip(key)}: '{clip(part)}' is a value, not a section")
             node = child
+        if value is True and isinstance(node.get(parts[-1]), dict):
+            continue  # an optional section a file configures (method.progressive) turned on: as configured
         node[parts[-1]] = value
     return data
 

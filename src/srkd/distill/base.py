@@ -88,8 +88,8 @@ class MethodConfig(StrictModel):
     def _moved_keys(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        if data.get("progressive") is True:
-            raise PydanticCustomError("moved", "method.progressive: true moved: give the stages, e.g. "
+        if data.get("progressive") is True:  # a recipe's own growth stays on through --set ...=true
+            raise PydanticCustomError("moved", "method.progressive: true needs the growth's stages, e.g. "
                                       "method.progressive.stages=[150, 850]")
         old = [k for k in data if k in cls.moved]
         if old:
