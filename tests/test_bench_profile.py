@@ -9,15 +9,20 @@ import pytest
 import torch
 from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 from srkd.bench.profile import (
     CATEGORIES,
     NATIVE,
     STEP,
+    NetworkMeter,
     attribute_step,
     categorise,
+    conv_tflops,
     labelled_forwards,
     labelled_native_kernels,
+    metered_forwards,
+    network_rows,
 )
 from srkd.cli.main import main
 from srkd.ops import native
@@ -98,8 +103,58 @@ def test_profile_quick_table(tmp_path, capsys):
     assert rows["kd"]["categories_ms"]["teacher forward"] > 0 and rows["kd"]["categories_ms"]["student forward"] > 0
     assert rows["kd"]["categories_ms"]["generator forward"] == 0
     assert rows["datafree-generator"]["categories_ms"]["generator forward"] > 0
+    # every network's forward: FLOPs, time, and a share of the bare convolution at its width that is plausible
+    assert "| kd | teacher |" in printed and "bare conv" in printed
+    assert list(rows["kd"]["networks"]) == ["teacher", "student"]
+    assert list(rows["datafree-generator"]["networks"]) == ["teacher", "student", "generator"]
+    for r in rows.values():
+        for net in r["networks"].values():
+            assert net["gflop_per_step"] > 0 and net["forward_ms"] > 0
+            assert set(net["conv_tflops"]) == {r["setting"]["precision"], "fp32"}
+            assert 0 < net["share_of_conv"] <= 1.5, net
+    for net in ("teacher", "student"):  # the busiest 3x3 conv reads the network's width (body, or upsampler)
+        assert rows["kd"]["networks"][net]["conv_in"] == rows["kd"]["setting"][net]["n_feats"]
 
 
 def test_unknown_kind_is_an_error(capsys):
     assert main(["bench", "profile", "--quick", "--device", "cpu", "--kinds", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_network_flops_match_a_hand_count_and_skip_what_is_not_the_forward():
+    """2 FLOPs per multiply-accumulate of the network's own convolutions; the loss's matmul and the backward
+    around it do not count, and the busiest 3x3 convolution is found with the shape it saw."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1),
+                              torch.nn.Conv2d(8, 3, 1))
+    x = torch.rand(2, 3, 10, 10)
+    meter = NetworkMeter()
+    with FlopCounterMode(display=False) as counter, metered_forwards([("srkd::forward:student", net)], meter, counter):
+        out = net(x)
+        loss = (out.flatten(1) @ out.flatten(1).T).sum()  # a matmul outside the forward
+        loss.backward()
+    pixels = 2 * 10 * 10
+    assert meter.flops["student"] == 2 * pixels * (3 * 8 * 9 + 8 * 8 * 9 + 8 * 3)
+    assert counter.get_total_flops() > meter.flops["student"]  # the matmul and the backward were counted there
+    assert dict(meter.convs["student"]) == {(3, 8, (2, 3, 10, 10)): 2 * pixels * 3 * 8 * 9,
+                                            (8, 8, (2, 8, 10, 10)): 2 * pixels * 8 * 8 * 9}
+    assert meter.seconds["student"] > 0
+    assert not net._forward_hooks and not net._forward_pre_hooks and not net[0]._forward_hooks
+
+
+def test_share_is_the_forward_against_the_busiest_conv():
+    counted, timed = NetworkMeter(), NetworkMeter()
+    counted.flops["teacher"] = 4e9
+    counted.convs["teacher"][(8, 8, (2, 8, 16, 16))] = 3e9
+    counted.convs["teacher"][(8, 32, (2, 8, 16, 16))] = 1e9
+    timed.seconds["teacher"] = 2 * 0.5  # two steps, 0.5 s each
+    (row,) = network_rows(counted, timed, 2, "fp32").values()
+    assert row["gflop_per_step"] == 4 and row["forward_ms"] == pytest.approx(500)
+    assert row["tflops"] == pytest.approx(0.008)
+    assert (row["conv_in"], row["width"], row["conv_shape"]) == (8, 8, [2, 8, 16, 16])
+    assert set(row["conv_tflops"]) == {"fp32"}
+    assert row["share_of_conv"] == pytest.approx(0.008 / row["conv_tflops"]["fp32"])
+
+
+def test_bare_conv_throughput_is_positive_in_both_precisions():
+    for dtype in (torch.float32, torch.bfloat16):
+        assert 0 < conv_tflops(4, 4, (1, 4, 8, 8), dtype, reps=2) < 1e3

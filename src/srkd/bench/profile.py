@@ -30,6 +30,13 @@ Each op's *self* CPU time goes to one category, the first rule that matches:
 minus the summed self time of every op: the time no op was running (interpreter, hooks, the method's control
 flow). So the categories add up to the step's real wall time. The Python tracer slows the Python side down a
 lot while profiling; ``total_profiled_ms`` and ``python_overhead_profiled_ms`` in the JSON show by how much.
+
+How close each network runs to what the CPU can do (``networks`` in the JSON, the second table): its forwards'
+FLOPs in one step (counted on the warm-up step), their unprofiled wall time (hooks, over the timed steps; casts
+inside the forward included), the TFLOP/s that makes, and, measured in the same run, a bare 3x3 convolution at
+the network's width on the tensor shape its busiest convolution sees, in the step's precision and in fp32. The
+share of the first is the issue's yardstick ("the teacher at >= 50 % of the CPU's bf16 convolution throughput for
+its width"): a throughput quoted from another run or another shape would compare two machines' moods.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import torch
 import torch.nn as nn
 from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
 from srkd.bench.common import BenchOptions, resolve_bench_device, synchronize
 from srkd.bench.datafree import (
@@ -58,7 +66,9 @@ from srkd.bench.datafree import (
 )
 from srkd.bench.kd_step import FULL, QUICK, Setting, SrkdStep, build_pair, sample_sampler
 from srkd.errors import SrkdError
+from srkd.models import to_channels_last
 from srkd.ops import native
+from srkd.precision import AMP_DTYPES
 
 KINDS = ("dukd", "kd", "fakd", "datafree-student", "datafree-generator")
 CATEGORIES = (
@@ -75,6 +85,7 @@ CATEGORIES = (
 STEP = "srkd::step"
 DATA = "srkd::data"
 NATIVE = "srkd::native_imresize"
+NETWORKS = ("teacher", "student", "generator")  # as the FORWARD labels end
 FORWARD = {"srkd::forward:teacher": "teacher forward", "srkd::forward:student": "student forward",
            "srkd::forward:generator": "generator forward"}
 CASTS = {"aten::copy_", "aten::to", "aten::_to_copy", "aten::contiguous", "aten::clone", "aten::_copy_from",
@@ -207,6 +218,105 @@ def attribute_step(step_event: Any) -> tuple[dict[str, float], dict[str, tuple[s
     return totals, per_op, step_event.time_range.end - step_event.time_range.start
 
 
+# -- FLOPs, forward times and the bare-convolution reference -----------------------------------------------
+@dataclass
+class NetworkMeter:
+    """Per network (label of :data:`FORWARD`): its forwards' wall time and FLOPs, and the 3x3 convolutions inside.
+
+    FLOPs are 2 per multiply-accumulate, counted by ``torch.utils.flop_counter`` (the counter :func:`srkd.bench.
+    kd_step.count_step_flops` uses) as the difference of the running total across each forward, so a step's
+    backward, loss and resizing never count: only what the network's own forward computes. ``convs`` adds up
+    the FLOPs of every stride-1 3x3 convolution by (in, out, input shape), so the reference convolution can be
+    the one that does most of the network's arithmetic, on the very tensor shape it sees (the CPU teacher runs
+    in chunks; a reference at another batch or size would be another workload)."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    flops: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    convs: dict[str, dict[tuple[int, int, tuple[int, ...]], float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+
+
+def _network(label: str) -> str:
+    return label.rsplit(":", 1)[-1]
+
+
+@contextlib.contextmanager
+def metered_forwards(modules: list[tuple[str, nn.Module]], meter: NetworkMeter,
+                     counter: FlopCounterMode | None = None) -> Iterator[None]:
+    """Time every forward of each module into ``meter``; with a ``counter`` (active around the step), also its
+    FLOPs and its 3x3 convolutions. Hooks, removed afterwards."""
+    handles = []
+    for label, module in modules:
+        name = _network(label)
+        start: list[tuple[float, float]] = []
+
+        def enter(_m: nn.Module, _a: Any, start: list[tuple[float, float]] = start) -> None:
+            start.append((time.perf_counter(), counter.get_total_flops() if counter is not None else 0.0))
+
+        def leave(_m: nn.Module, _a: Any, _o: Any, name: str = name, start: list[tuple[float, float]] = start) -> None:
+            t0, f0 = start.pop()
+            meter.seconds[name] += time.perf_counter() - t0
+            if counter is not None:
+                meter.flops[name] += counter.get_total_flops() - f0
+
+        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+        if counter is None:
+            continue
+        for conv in module.modules():
+            if isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1) \
+                    and conv.groups == 1:
+                def seen(m: nn.Conv2d, args: Any, _o: Any, name: str = name) -> None:
+                    n, _, h, w = args[0].shape
+                    c_in, c_out = int(m.in_channels), int(m.out_channels)
+                    meter.convs[name][(c_in, c_out, tuple(args[0].shape))] += 2.0 * n * h * w * c_in * c_out * 9
+                handles.append(conv.register_forward_hook(seen))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def conv_tflops(c_in: int, c_out: int, shape: tuple[int, ...], dtype: torch.dtype, reps: int = 20) -> float:
+    """TFLOP/s of a bare 3x3 convolution (padding 1) on ``shape``, channels_last, no grad, as the network runs
+    it: under autocast to ``dtype`` (the input already in ``dtype``, as it arrives from the previous layer), or
+    fp32. Median of ``reps`` calls after three warm-up calls (oneDNN picks its kernel on the first)."""
+    conv = to_channels_last(nn.Conv2d(c_in, c_out, 3, padding=1))
+    low = dtype != torch.float32
+    x = torch.rand(shape).to(dtype).contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype if low else torch.bfloat16, enabled=low):
+        for i in range(3 + reps):
+            start = time.perf_counter()
+            conv(x)
+            if i >= 3:
+                times.append(time.perf_counter() - start)
+    n, _, h, w = shape
+    return 2.0 * n * h * w * c_in * c_out * 9 / statistics.median(times) / 1e12
+
+
+def network_rows(counted: NetworkMeter, timed: NetworkMeter, steps: int, precision: str) -> dict[str, dict[str, Any]]:
+    """Per network: FLOPs (``counted``: one step) and forward time per step (``timed``: ``steps`` steps), achieved
+    TFLOP/s, and the bare convolution at the network's
+    width and busiest shape (:func:`conv_tflops`) in the step's precision and in fp32, with the share the
+    network's forward achieves of it (the issue's target: the teacher at >= 50 % in bf16)."""
+    dtypes = {"fp32": torch.float32}
+    if precision in AMP_DTYPES:
+        dtypes = {precision: AMP_DTYPES[precision], **dtypes}
+    rows = {}
+    for name, flops in sorted(counted.flops.items(), key=lambda kv: NETWORKS.index(kv[0])):
+        ms = timed.seconds[name] / steps * 1e3
+        row: dict[str, Any] = {"gflop_per_step": flops / 1e9, "forward_ms": ms,
+                               "tflops": flops / (ms / 1e3) / 1e12 if ms > 0 else 0.0}
+        if counted.convs.get(name):
+            (c_in, c_out, shape), _ = max(counted.convs[name].items(), key=lambda kv: kv[1])
+            ref = {k: conv_tflops(c_in, c_out, shape, d) for k, d in dtypes.items()}
+            row.update({"width": c_out, "conv_in": c_in, "conv_shape": list(shape), "conv_tflops": ref,
+                        "share_of_conv": row["tflops"] / ref[precision if precision in ref else "fp32"]})
+        rows[name] = row
+    return rows
+
+
 # -- the step kinds ----------------------------------------------------------------------------------------
 @dataclass
 class Driver:
@@ -260,15 +370,20 @@ def make_driver(kind: str, opts: BenchOptions, device: torch.device) -> Driver:
 
 
 def profile_kind(driver: Driver, steps: int, device: torch.device) -> dict[str, Any]:
-    """Warm-up, the unprofiled median of ``steps`` steps, then ``steps`` profiled steps, averaged by category."""
-    driver.step()
-    plain = []
-    for _ in range(steps):
-        synchronize(device)
-        start = time.perf_counter()
+    """Warm-up (counting each network's FLOPs), the unprofiled median of ``steps`` steps (timing each network's
+    forwards), the bare-convolution references, then ``steps`` profiled steps, averaged by category."""
+    counted, timed = NetworkMeter(), NetworkMeter()
+    with FlopCounterMode(display=False) as counter, metered_forwards(driver.modules, counted, counter):
         driver.step()
-        synchronize(device)
-        plain.append(time.perf_counter() - start)
+    plain = []
+    with metered_forwards(driver.modules, timed):
+        for _ in range(steps):
+            synchronize(device)
+            start = time.perf_counter()
+            driver.step()
+            synchronize(device)
+            plain.append(time.perf_counter() - start)
+    networks = network_rows(counted, timed, steps, str(driver.setting.get("precision", "fp32")))
     with labelled_native_kernels(), labelled_forwards(driver.modules), \
             profile(activities=[ProfilerActivity.CPU], with_stack=True) as prof:
         for _ in range(steps):
@@ -306,6 +421,7 @@ def profile_kind(driver: Driver, steps: int, device: torch.device) -> dict[str, 
         "categories_ms": ms,
         "categories_share": {k: (v / total if total > 0 else 0.0) for k, v in ms.items()},
         "top_ops": [{"op": name, "category": cat, "ms_per_step": us / n / 1e3} for name, (cat, us) in top],
+        "networks": networks,
     }
 
 
@@ -341,9 +457,26 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def network_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown: per step kind and network, its forwards' FLOPs, time and TFLOP/s against the bare 3x3
+    convolution at its width (step precision / fp32) and the share of the step-precision one."""
+    lines = ["| step | network | GFLOP/step | forward ms | TFLOP/s | bare conv (width, shape) | conv TFLOP/s "
+             "| share |", "|---" * 8 + "|"]
+    for r in rows:
+        for name, n in r.get("networks", {}).items():
+            conv = ref = share = "-"
+            if "conv_tflops" in n:
+                conv = f"{n['conv_in']}->{n['width']}, {'x'.join(map(str, n['conv_shape']))}"
+                ref = " / ".join(f"{v:.3f} ({k})" for k, v in n["conv_tflops"].items())
+                share = f"{n['share_of_conv']:.0%}"
+            lines.append(f"| {r['kind']} | {name} | {n['gflop_per_step']:.3g} | {n['forward_ms']:.1f} "
+                         f"| {n['tflops']:.3f} | {conv} | {ref} | {share} |")
+    return lines
+
+
 def describe(result: dict[str, Any]) -> list[str]:
     rows = result["metrics"]["profiles"]
-    lines = table(rows)
+    lines = table(rows) + [""] + network_table(rows)
     for r in rows:
         ops = ", ".join(f"{o['op']} {o['ms_per_step']:.1f} ms ({o['category']})" for o in r["top_ops"][:5])
         lines.append(f"{r['kind']}: top ops {ops}")
