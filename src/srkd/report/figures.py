@@ -264,11 +264,35 @@ def bar_pairs(
     return to_png(fig)
 
 
+def labelled_images(images: Sequence[tuple[str, torch.Tensor]], *, title: str = "") -> bytes:
+    """PNG of images stacked top to bottom, each under its label, at their own pixel size (no resampling).
+
+    For comparing whole pictures that share a layout, such as the data-free sample grids of runs that differ in
+    one switch (DFSR Fig. 3, one row per fidelity mode): the same codes, side by side, show what each objective
+    made of them."""
+    if not images:
+        raise ValueError("labelled_images needs at least one image")
+    width = max(int(img.shape[-1]) for _, img in images)
+    heights = [int(img.shape[-2]) for _, img in images]
+    inches = 1.0 / 100  # the figure's dpi: one image pixel is one figure pixel
+    fig = _figure(width * inches + 0.4, sum(heights) * inches + 0.35 * len(images) + (0.3 if title else 0.1))
+    axes = fig.subplots(len(images), 1, squeeze=False, height_ratios=heights)
+    for ax, (label, img) in zip(axes[:, 0], images):
+        shown = to_display(img)
+        ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(label, fontsize=9, loc="left")
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return to_png(fig)
+
+
 __all__ = [
     "Box",
     "auto_crop",
     "bar_pairs",
     "crop_psnr",
+    "labelled_images",
     "line_plot",
     "loss_curves",
     "to_display",
