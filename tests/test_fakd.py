@@ -25,7 +25,7 @@ def test_spatial_affinity_is_cosine_and_channel_free() -> None:
 
 
 @pytest.mark.parametrize("chunk_elements", [1, 2 * 20 * 5, 2 * 20 * 7, 10_000])  # 1, 5, 7 rows, all at once
-def test_chunked_checkpointed_loss_equals_the_full_matrix(chunk_elements: int) -> None:
+def test_chunked_loss_equals_the_full_matrix(chunk_elements: int) -> None:
     fs = _feats(2, 6, 4, 5, 2).requires_grad_(True)
     ft = _feats(2, 9, 4, 5, 3)
     ref = (spatial_affinity(fs) - spatial_affinity(ft)).abs().mean()
@@ -101,8 +101,9 @@ def test_fakd_under_bf16_autocast() -> None:
     assert loss.dtype == torch.float32 and torch.isfinite(loss) and logs["feature"] > 0
 
 
-def test_chunked_path_never_saves_the_affinity_matrix_for_backward() -> None:
-    """The memory bound: with several blocks, autograd keeps only features, never an HW x HW block."""
+def test_no_affinity_sized_tensor_is_saved_for_backward() -> None:
+    """The memory bound: whether the matrix comes in one slab or several, autograd keeps (N, P, C)-sized tensors
+    (features, the gradient computed in the forward), never a P x P block."""
     fs, ft = _feats(2, 8, 20, 20, 6).requires_grad_(True), _feats(2, 8, 20, 20, 7)
     p = 400
     saved: list[int] = []
@@ -111,11 +112,50 @@ def test_chunked_path_never_saves_the_affinity_matrix_for_backward() -> None:
         saved.append(t.numel())
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        chunked = affinity_l1(fs, ft, chunk_elements=2 * p * 10)  # 10 rows a block
-    assert max(saved) <= 2 * p * 16  # the (N, P, Cs + Ct) features at most
-    saved.clear()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        whole = affinity_l1(fs, ft)
-    assert max(saved) == 2 * p * p  # one block: the full matrix is kept (fast path)
-    torch.testing.assert_close(chunked, whole)
+    for chunk_elements in (2 * p * 10, 2**27):  # 10 rows a slab; the default (two slabs: MIN_SLABS)
+        saved.clear()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            affinity_l1(fs, ft, chunk_elements=chunk_elements)
+        assert saved and max(saved) <= 2 * p * 16  # the (N, P, Cs + Ct) features at most
+
+
+def reference_affinity_l1(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
+    """The loss as the paper writes it, by plain autograd: the full cosine-similarity matrices, their difference,
+    mean absolute value (what srkd computed before the slab/symmetry/eager-gradient formulation)."""
+    def sa(f: torch.Tensor) -> torch.Tensor:
+        v = f.float().flatten(2)
+        v = v / (v.norm(dim=1, keepdim=True) + 1e-7)
+        return v.transpose(1, 2) @ v
+
+    return (sa(fs) - sa(ft.detach())).abs().mean()
+
+
+@pytest.mark.parametrize("shape_s, shape_t", [((2, 6, 4, 5), (2, 9, 4, 5)), ((3, 16, 7, 9), (3, 64, 7, 9)),
+                                              ((1, 4, 1, 3), (1, 4, 1, 3))])
+@pytest.mark.parametrize("chunk_elements", [1, 97, 2**27])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # taps under autocast come as bf16
+def test_loss_and_gradient_match_the_plain_formulation(shape_s, shape_t, chunk_elements, dtype) -> None:
+    fs = _feats(*shape_s, 11).to(dtype).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    ft = _feats(*shape_t, 12).to(dtype).contiguous(memory_format=torch.channels_last)
+    ref = reference_affinity_l1(fs, ft)
+    (g_ref,) = torch.autograd.grad(ref, fs)
+    got = affinity_l1(fs, ft, max_positions=10_000, chunk_elements=chunk_elements)
+    (g_got,) = torch.autograd.grad(got * 3.0, fs)  # the incoming gradient scales the saved one
+    assert got.dtype == torch.float32 and g_got.dtype == dtype
+    torch.testing.assert_close(got, ref, atol=1e-7, rtol=1e-5)
+    # a bf16 leaf gets its gradient rounded to bf16: both sides within one bf16 step (2^-8 relative)
+    torch.testing.assert_close(g_got, 3.0 * g_ref, atol=1e-6, rtol=1e-4 if dtype == torch.float32 else 2**-7)
+    with torch.no_grad():  # no gradient wanted: the same value, computed without one
+        torch.testing.assert_close(affinity_l1(fs, ft, 10_000, chunk_elements), got, atol=1e-7, rtol=1e-6)
+
+
+def test_loss_matches_at_the_profiled_size() -> None:
+    """FAKD's real tap (batch 16 at LR 48 would be slow here: batch 2): two slabs, sum over 1e7 entries."""
+    fs = _feats(2, 16, 48, 48, 13).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    ft = _feats(2, 64, 48, 48, 14).contiguous(memory_format=torch.channels_last)
+    ref = reference_affinity_l1(fs, ft)
+    (g_ref,) = torch.autograd.grad(ref, fs)
+    got = affinity_l1(fs, ft)
+    (g_got,) = torch.autograd.grad(got, fs)
+    torch.testing.assert_close(got, ref, atol=0, rtol=1e-5)
+    torch.testing.assert_close(g_got, g_ref, atol=1e-8, rtol=1e-4)
