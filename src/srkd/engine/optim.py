@@ -155,7 +155,9 @@ def optimizer_step(
     result.applied = gate is None or gate(result)
     if result.applied:
         scaler.step(optimizer)  # fp16: skips steps with inf gradients itself (expected while it calibrates)
-        scaler.update()
+    # Also after a step the gate refused (train.nonfinite: skip): the unscale above must be closed by an update,
+    # or the next iteration's unscale_ raises "already been called"; an update after inf gradients lowers the scale.
+    scaler.update()
     return result
 
 
