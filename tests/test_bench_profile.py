@@ -68,7 +68,11 @@ def test_attribution_accounts_for_the_whole_step():
     assert 0 < sum(totals.values()) <= wall * 1.001
     for cat in ("student forward", "backward", "optimiser", "casts and copies", "loss and other ops"):
         assert totals[cat] > 0, cat
-    assert per_op["aten::convolution_backward"][0] == "backward"
+    cats = {cat for name, cat in per_op if name == "aten::convolution_backward"}
+    assert cats == {"backward"}
+    # a convolution runs in the forward (student) and not in the backward's name: one entry per category
+    assert ("aten::mkldnn_convolution", "student forward") in per_op or ("aten::convolution", "student forward") in per_op
+    assert sum(per_op.values()) == pytest.approx(sum(totals.values()))
     assert not net._forward_hooks and not net._forward_pre_hooks  # hooks removed
 
 

@@ -200,22 +200,22 @@ def _is_op(event: Any) -> bool:
     return event.name == NATIVE or not event.name.startswith("srkd::")
 
 
-def attribute_step(step_event: Any) -> tuple[dict[str, float], dict[str, tuple[str, float]], float]:
-    """(microseconds per op category, {op name: (category, microseconds)}, the label's wall time) of one
-    profiled step."""
+def attribute_step(step_event: Any) -> tuple[dict[str, float], dict[tuple[str, str], float], float]:
+    """(microseconds per op category, {(op name, category): microseconds}, the label's wall time) of one
+    profiled step. An op is listed once per category it ran in (a convolution in the teacher's forward and in
+    the student's are two entries), so the top ops name where their time went."""
     events = sorted(_descendants(step_event), key=lambda e: e.time_range.start)
     backward_end = max((e.time_range.end for e in events if e.name.startswith(BACKWARD_PREFIX)), default=None)
     totals: dict[str, float] = dict.fromkeys(CATEGORIES, 0.0)
-    per_op: dict[str, tuple[str, float]] = {}
+    per_op: dict[tuple[str, str], float] = defaultdict(float)
     for e in events:
         if not _is_op(e):
             continue
         after = backward_end is not None and e.time_range.start >= backward_end
         cat = categorise(e.name, [a.name for a in _ancestors(e)], after)
         totals[cat] += e.self_cpu_time_total
-        prev = per_op.get(e.name, (cat, 0.0))
-        per_op[e.name] = (prev[0], prev[1] + e.self_cpu_time_total)
-    return totals, per_op, step_event.time_range.end - step_event.time_range.start
+        per_op[(e.name, cat)] += e.self_cpu_time_total
+    return totals, dict(per_op), step_event.time_range.end - step_event.time_range.start
 
 
 # -- FLOPs, forward times and the bare-convolution reference -----------------------------------------------
@@ -393,15 +393,15 @@ def profile_kind(driver: Driver, steps: int, device: torch.device) -> dict[str, 
     if not step_events:
         raise SrkdError("profile: the profiler recorded no step")
     sums: dict[str, float] = defaultdict(float)
-    ops: dict[str, tuple[str, float]] = {}
+    ops: dict[tuple[str, str], float] = defaultdict(float)
     walls = []
     for ev in step_events:
         totals, per_op, wall = attribute_step(ev)
         walls.append(wall)
         for k, v in totals.items():
             sums[k] += v
-        for name, (cat, us) in per_op.items():
-            ops[name] = (cat, ops.get(name, (cat, 0.0))[1] + us)
+        for key, us in per_op.items():
+            ops[key] += us
     n = len(step_events)
     ms = {k: sums[k] / n / 1e3 for k in CATEGORIES}
     profiled = statistics.fmean(walls) / 1e3
@@ -409,7 +409,7 @@ def profile_kind(driver: Driver, steps: int, device: torch.device) -> dict[str, 
     unprofiled = statistics.median(plain) * 1e3
     ms["python overhead"] = max(0.0, unprofiled - ops_ms)
     total = sum(ms.values())  # the unprofiled step, or the ops' time if that was longer (noise)
-    top = sorted(ops.items(), key=lambda kv: -kv[1][1])[:12]
+    top = sorted(ops.items(), key=lambda kv: -kv[1])[:12]
     return {
         "kind": driver.kind,
         "setting": driver.setting,
@@ -420,7 +420,7 @@ def profile_kind(driver: Driver, steps: int, device: torch.device) -> dict[str, 
         "python_overhead_profiled_ms": profiled - ops_ms,
         "categories_ms": ms,
         "categories_share": {k: (v / total if total > 0 else 0.0) for k, v in ms.items()},
-        "top_ops": [{"op": name, "category": cat, "ms_per_step": us / n / 1e3} for name, (cat, us) in top],
+        "top_ops": [{"op": name, "category": cat, "ms_per_step": us / n / 1e3} for (name, cat), us in top],
         "networks": networks,
     }
 
