@@ -24,6 +24,7 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
+from typing_extensions import TypedDict, Unpack
 
 from srkd.data.images import check_output_pixels, quantize
 from srkd.device import model_device, resolve_device
@@ -204,38 +205,29 @@ def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int
     return spans
 
 
-def upscale_image(
-    model: nn.Module,
-    lr: torch.Tensor,
-    *,
-    tile: int = 256,
-    overlap: int = 16,
-    precision: str = "fp32",
-    device: str | torch.device | None = None,
-    scale: int | None = None,
-    self_ensemble: bool = False,
-    out_dtype: torch.dtype = torch.float32,
-    progress: Callable[[int, int], None] | None = None,
-) -> torch.Tensor:
+class TileOptions(TypedDict, total=False):
+    """The keyword arguments :func:`upscale_image` passes on to :func:`tiled_super_resolve` (see there)."""
+
+    tile: int
+    overlap: int
+    precision: str
+    device: str | torch.device | None
+    scale: int | None
+    self_ensemble: bool
+    out_dtype: torch.dtype
+    progress: Callable[[int, int], None] | None
+
+
+def upscale_image(model: nn.Module, lr: torch.Tensor, **options: Unpack[TileOptions]) -> torch.Tensor:
     """Super-resolve one image ``lr`` (C, H, W) (float in [0, 1] or uint8) -> (3, sH, sW) on the CPU.
 
-    ``tile`` is the core size in LR pixels (0 = whole image at once); ``overlap`` LR pixels of context are added
-    around each core and cropped away after the network, so tiles agree with the untiled result to far below one
-    grey level. The result is ``out_dtype``: float32 clamped to [0, 1], float16, or uint8 rounded as MATLAB does.
-    ``progress(done, total)`` is called after each tile.
+    ``tile`` is the core size in LR pixels (0 = whole image at once; default 256); ``overlap`` LR pixels of
+    context (default 16) are added around each core and cropped away after the network, so tiles agree with the
+    untiled result to far below one grey level. The result is ``out_dtype``: float32 clamped to [0, 1] (default),
+    float16, or uint8 rounded as MATLAB does. ``progress(done, total)`` is called after each tile. The other
+    options and their defaults are :func:`tiled_super_resolve`'s.
     """
-    return tiled_super_resolve(
-        model,
-        lr,
-        tile=tile,
-        overlap=overlap,
-        precision=precision,
-        device=device,
-        scale=scale,
-        self_ensemble=self_ensemble,
-        out_dtype=out_dtype,
-        progress=progress,
-    ).rgb
+    return tiled_super_resolve(model, lr, **options).rgb
 
 
 def tiled_super_resolve(
