@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -282,8 +283,8 @@ def labelled_images(images: Sequence[tuple[str, torch.Tensor]], *, title: str = 
         ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(label, fontsize=9, loc="left")
         ax.set_axis_off()
-    if title:
-        fig.suptitle(title, fontsize=10)
+    if title:  # wrapped to the pictures' width (about 6 pixels a character at this size)
+        fig.suptitle(textwrap.fill(title, max(20, width // 6)), fontsize=9)
     return to_png(fig)
 
 
