@@ -143,20 +143,21 @@ class Growth:
         target = self.stage_at(step)
         if target == self.stage:
             return None
+        return self.advance(student, target, training, keep_weights=True)
+
+    def restore(self, student: nn.Module, stage: int, training: bool) -> nn.Module:
+        """The student of a checkpoint's ``stage``, with fresh weights (a resume loads the saved ones next)."""
+        return self.advance(student, stage, training, keep_weights=False)
+
+    def advance(self, student: nn.Module, target: int, training: bool, keep_weights: bool) -> nn.Module:
+        """``student`` rebuilt stage by stage up to ``target``, each stage copying the previous one's weights
+        when ``keep_weights``; never backwards."""
         if target < self.stage:
             raise TrainingError(f"progressive distillation cannot go back from stage {self.stage} to {target}")
         while self.stage < target:
             self.stage += 1
-            student = self.build(self.stage, previous=student, like=student, training=training)
-        return student
-
-    def restore(self, student: nn.Module, stage: int, training: bool) -> nn.Module:
-        """The student of a checkpoint's ``stage``, with fresh weights (a resume loads the saved ones next)."""
-        if stage < self.stage:
-            raise TrainingError(f"progressive distillation cannot go back from stage {self.stage} to {stage}")
-        while self.stage < stage:
-            self.stage += 1
-            student = self.build(self.stage, previous=None, like=student, training=training)
+            previous = student if keep_weights else None
+            student = self.build(self.stage, previous=previous, like=student, training=training)
         return student
 
     def build(self, stage: int, previous: nn.Module | None, like: nn.Module, training: bool) -> nn.Module:
